@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   ./dev.sh demo [--port P]   set up, then run the gateway on its built-in demo
+#   ./dev.sh test [pytest args] set up (venv, Cython build, test deps, servers), run the whole suite
+#   ./dev.sh bench [args]      set up, then run the load harness (python -m benchmarks)
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${FASTGATE_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+need_apt() {  # install Debian packages whose command is missing (we run as root in CI)
+  local missing=()
+  while [ $# -gt 0 ]; do command -v "$1" >/dev/null 2>&1 || missing+=("$2"); shift 2; done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "dev.sh: installing ${missing[*]}" >&2
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "dev.sh: please install: ${missing[*]}" >&2
+  fi
+}
+
+setup() {  # $1 = extras to install ("" or "test")
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q -U pip setuptools wheel
+  fi
+  "$VENV/bin/pip" install -q "Cython>=3.0" setuptools wheel
+  local spec="."
+  [ -n "$1" ] && spec=".[$1]"
+  # --no-build-isolation: reuse the venv's Cython; editable so tests see fastgate/ in place.
+  "$VENV/bin/pip" install -q --no-build-isolation -e "$spec"
+  # Editable installs may place the extensions elsewhere; build them beside the sources too.
+  "$VENV/bin/python" setup.py -q build_ext --inplace >/dev/null
+}
+
+cmd=${1:-help}; shift || true
+case "$cmd" in
+  demo)
+    setup ""
+    exec "$VENV/bin/fastgate" demo "$@" ;;
+  test)
+    need_apt redis-server redis-server redis-cli redis-tools curl curl promtool prometheus
+    setup test
+    rc=0
+    "$VENV/bin/python" -m pytest "$@" || rc=$?
+    exit $rc ;;
+  bench)
+    setup test
+    exec "$VENV/bin/python" -m benchmarks "$@" ;;
+  *)
+    sed -n '2,5p' "$0"; exit 64 ;;
+esac

@@ -1,0 +1,51 @@
+"""Per-request state handed to policies, the upstream side and the log phase."""
+from __future__ import annotations
+
+
+class RequestContext:
+    __slots__ = (
+        "head",              # fastgate._core.http.RequestHead
+        "route",             # compiled route (fastgate.config.compile.CompiledRoute) or None
+        "route_name",        # str; "_none" when no route matched
+        "params",            # dict[str, str] of {param} path segments, or None
+        "client_ip",         # str
+        "client_port",       # int
+        "tls",               # bool: arrived over TLS
+        "peer_cert",         # dict from ssl getpeercert() when a client certificate was verified
+        "request_id",        # str
+        "traceparent",       # str sent upstream
+        "consumer",          # str or None, set by auth
+        "consumer_groups",   # tuple[str, ...]
+        "claims",            # dict or None: verified token claims / introspection result
+        "upstream_headers",  # list[(bytes, bytes)]: extra headers policies add for the upstream
+        "response_headers",  # list[(bytes, bytes)]: extra headers policies add for the client
+        "status",            # int: status sent to the client
+        "error_code",        # str or None: SPEC error code when the gateway answered itself
+        "bytes_in",          # int: request bytes received (head + body)
+        "bytes_out",         # int: response bytes sent (head + body)
+        "start",             # float: time.monotonic() when the head was parsed
+        "start_wall",        # float: time.time() at the same moment (for logs)
+        "upstream_name",     # str or None
+        "upstream_target",   # str or None: "host:port" that served it
+        "upstream_duration", # float seconds or None
+        "snapshot",          # the config snapshot this request runs under
+    )
+
+    def __init__(self):
+        self.route = None
+        self.route_name = "_none"
+        self.params = None
+        self.tls = False
+        self.peer_cert = None
+        self.consumer = None
+        self.consumer_groups = ()
+        self.claims = None
+        self.upstream_headers = []
+        self.response_headers = []
+        self.status = 0
+        self.error_code = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream_name = None
+        self.upstream_target = None
+        self.upstream_duration = None
