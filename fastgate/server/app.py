@@ -1,0 +1,275 @@
+"""The gateway process: listeners, the current config snapshot, signals, reload, drain.
+
+One Gateway per process (each worker has its own). The snapshot reference is the only thing
+a reload changes; connections read it when a request head arrives.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from fastgate.config import ConfigError, load_config
+from fastgate.config.compile import compile_snapshot
+from fastgate.server.protocol import ClientProtocol
+from fastgate.server.services import Services, SharedState
+from fastgate.upstream.pool import PoolRegistry
+
+log = logging.getLogger("fastgate")
+
+SWEEP_INTERVAL_S = 0.25
+
+
+def format_bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Gateway:
+    def __init__(self, config, config_path: str | None = None, *, shared: SharedState | None = None,
+                 reuse_port: bool = False, sockets=None, worker_id: int | None = None,
+                 control=None):
+        self.config = config
+        self.config_path = config_path
+        self.shared = shared if shared is not None else SharedState(config)
+        self.reuse_port = reuse_port
+        self.inherited_sockets = sockets  # pre-bound listening sockets (workers)
+        self.worker_id = worker_id
+        self.control = control            # supervisor control channel (workers)
+        self.pools = PoolRegistry()
+        self.connections: set = set()
+        self.per_ip: dict = {}
+        self.servers = []
+        self.admin = None
+        self.draining = False
+        self.generation = 0
+        self.loop = None
+        self.services = None
+        self.snapshot = None
+        self._stopped = None
+        self.metrics = None
+        self.access_log = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        self.services = Services(self.shared, self.config, self.loop)
+        self._setup_observability(self.config)
+        self.snapshot = compile_snapshot(self.config, self.services, self.pools, 0)
+        self._stopped = self.loop.create_future()
+        await self._open_listeners(self.config)
+        if self.config.admin is not None and self.worker_id is None:
+            await self._start_admin(self.config)
+        self._install_signals()
+        self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    def _setup_observability(self, config):
+        from fastgate.observe.access_log import AccessLog
+        from fastgate.observe.metrics import Metrics
+        self.metrics = Metrics()
+        self.services.metrics = self.metrics
+        self.access_log = AccessLog(config.logging.access_log, list(config.logging.redact_headers))
+        self.services.access_log = self.access_log
+        from fastgate.observe.access_log import make_entry
+        self._make_entry = make_entry
+
+    async def _start_admin(self, config):
+        from fastgate.admin.server import AdminServer
+        a = config.admin
+        self.admin = AdminServer(
+            host=a.host, port=a.port, token=a.token,
+            metrics_source=self.metrics_snapshot,
+            config_getter=lambda: self.snapshot.config,
+            ready_getter=lambda: not self.draining,
+        )
+        await self.admin.start()
+        print(f"admin listening on {format_bind(a.host, a.port)}", file=sys.stderr, flush=True)
+
+    def metrics_snapshot(self):
+        """Merged metrics of this instance (the supervisor overrides this with all workers)."""
+        return self.metrics.snapshot()
+
+    async def _open_listeners(self, config):
+        for i, lst in enumerate(config.listeners):
+            tls_ctx = None
+            if lst.tls is not None:
+                from fastgate.server.tls import server_ssl_context
+                tls_ctx = server_ssl_context(lst.tls)
+            is_tls = tls_ctx is not None
+            factory = (lambda is_tls=is_tls: ClientProtocol(self, is_tls))
+            if self.inherited_sockets is not None:
+                server = await self.loop.create_server(
+                    factory, sock=self.inherited_sockets[i], ssl=tls_ctx, backlog=4096)
+            else:
+                server = await self.loop.create_server(
+                    factory, lst.host, lst.port, ssl=tls_ctx, backlog=4096,
+                    reuse_address=True, reuse_port=self.reuse_port or None)
+            self.servers.append(server)
+            if self.worker_id is None:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    print(f"listening on {format_bind(host, port)}", file=sys.stderr, flush=True)
+
+    def _install_signals(self):
+        loop = self.loop
+        loop.add_signal_handler(signal.SIGTERM, self.begin_drain)
+        loop.add_signal_handler(signal.SIGINT, self.begin_drain)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
+
+    def _reopen_logs(self):
+        if self.access_log is not None:
+            self.access_log.reopen()
+
+    async def wait_stopped(self):
+        await self._stopped
+
+    # ------------------------------------------------------------------ connections
+    def admit_connection(self, proto) -> bool:
+        limits = self.snapshot.limits
+        if len(self.connections) >= limits.max_connections:
+            return False
+        ip = proto.client_ip
+        per_ip = limits.max_connections_per_ip
+        if per_ip:
+            n = self.per_ip.get(ip, 0)
+            if n >= per_ip:
+                return False
+            self.per_ip[ip] = n + 1
+        self.connections.add(proto)
+        self.metrics.conn_opened()
+        return True
+
+    def release_connection(self, proto):
+        if proto in self.connections:
+            self.connections.discard(proto)
+            self.metrics.conn_closed()
+            n = self.per_ip.get(proto.client_ip)
+            if n is not None:
+                if n <= 1:
+                    del self.per_ip[proto.client_ip]
+                else:
+                    self.per_ip[proto.client_ip] = n - 1
+        if self.draining and not self.connections:
+            self._finish_stop()
+
+    def record(self, ctx):
+        """Log phase: after the last byte of a response (or a refusal)."""
+        now = time.monotonic()
+        head = ctx.head
+        method = head.method.decode("latin-1") if head is not None else "-"
+        self.metrics.request_done(
+            ctx.route_name, method, ctx.status, now - ctx.start, ctx.bytes_in, ctx.bytes_out,
+            ctx.upstream_name, ctx.upstream_duration,
+        )
+        access_log = self.access_log
+        if access_log.enabled:
+            access_log.log(self._make_entry(ctx, now))
+
+    def log_error(self, msg, *args):
+        log.warning(msg, *args)
+
+    def _sweep(self):
+        now = time.monotonic()
+        for proto in list(self.connections):
+            if proto.deadline_kind or proto.up_deadline:
+                proto.check_deadlines(now)
+        if not self._stopped.done():
+            self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    # ------------------------------------------------------------------ reload
+    def reload(self):
+        if self.config_path is None:
+            return
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            for err in exc.errors:
+                log.error("reload rejected: %s", err)
+            log.error("reload rejected: keeping the running config (%d errors)", len(exc.errors))
+            self.metrics.config_reload(False)
+            return False
+        except OSError as exc:
+            log.error("reload rejected: cannot read %s: %s", self.config_path, exc)
+            self.metrics.config_reload(False)
+            return False
+        return self.apply_config(config)
+
+    def apply_config(self, config) -> bool:
+        try:
+            self.services.reconfigure(config)
+            snap = compile_snapshot(config, self.services, self.pools, self.generation + 1)
+        except Exception as exc:  # compile must never take the running config down
+            log.error("reload rejected: %s", exc)
+            self.metrics.config_reload(False)
+            self.services.reconfigure(self.config)
+            return False
+        old_listeners = [(l.host, l.port, l.tls) for l in self.config.listeners]
+        new_listeners = [(l.host, l.port, l.tls) for l in config.listeners]
+        if old_listeners != new_listeners:
+            log.warning("reload: listener changes take effect after a restart")
+        self.generation += 1
+        self.config = config
+        self.snapshot = snap  # the one atomic swap
+        self.pools.prune(snap.pool_keys)
+        self.access_log.configure(config.logging.access_log, list(config.logging.redact_headers)) \
+            if hasattr(self.access_log, "configure") else None
+        self.metrics.config_reload(True)
+        log.warning("config reloaded (generation %d)", self.generation)
+        return True
+
+    # ------------------------------------------------------------------ drain / stop
+    def begin_drain(self):
+        if self.draining:
+            return
+        self.draining = True
+        log.warning("draining: stopped accepting, finishing in-flight requests")
+        for server in self.servers:
+            server.close()
+        for proto in list(self.connections):
+            proto.drain()
+        if not self.connections:
+            self._finish_stop()
+            return
+        timeout = self.config.drain_timeout_s
+        self.loop.call_later(timeout, self._drain_timeout)
+
+    def _drain_timeout(self):
+        if self._stopped.done():
+            return
+        log.warning("drain timeout: closing %d connections", len(self.connections))
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.abort()
+        self._finish_stop()
+
+    def _finish_stop(self):
+        if not self._stopped.done():
+            self._stopped.set_result(None)
+
+    async def close(self):
+        if self.admin is not None:
+            await self.admin.close()
+        for server in self.servers:
+            server.close()
+        self.pools.close_all()
+        if self.access_log is not None:
+            self.access_log.close()
+        await self.services.close()
+
+
+def run_gateway(config, config_path):
+    """Single-process serve until drained. Returns the exit status."""
+    import uvloop
+
+    async def main():
+        gw = Gateway(config, config_path)
+        await gw.start()
+        await gw.wait_stopped()
+        await gw.close()
+        return 0
+
+    return uvloop.run(main())

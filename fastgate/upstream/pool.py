@@ -1,0 +1,234 @@
+"""Upstream connections: one asyncio protocol per TCP/TLS connection, pooled per target.
+
+A connection is either idle in its target's pool or owned by exactly one client exchange.
+Callbacks from the compiled response parser go straight to the owner. A connection that saw
+anything unexpected (bytes while idle, a response longer than declared, a parse error, a
+response before the request was fully sent) is closed, never returned to the pool, so a broken
+upstream cannot leak bytes into another client's response.
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl as _ssl
+import time
+
+from fastgate._core.http import HttpError, ResponseParser
+
+# Response heads from upstreams may be larger than what clients may send us.
+RESPONSE_MAX_HEADER_BYTES = 65536
+RESPONSE_MAX_HEADERS = 200
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "pool", "transport", "parser", "owner", "closed", "reading_paused",
+        "idle_since", "requests", "peer_paused",
+    )
+
+    def __init__(self, pool: "TargetPool"):
+        self.pool = pool
+        self.transport = None
+        self.parser = ResponseParser(
+            self, max_header_bytes=RESPONSE_MAX_HEADER_BYTES, max_headers=RESPONSE_MAX_HEADERS
+        )
+        self.owner = None
+        self.closed = False
+        self.reading_paused = False
+        self.peer_paused = False  # our transport is over its high-water mark: owner pauses the client
+        self.idle_since = 0.0
+        self.requests = 0
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        owner = self.owner
+        if owner is None:
+            # Unsolicited bytes on an idle connection: it can never be trusted again.
+            self.close()
+            return
+        try:
+            self.parser.feed(data)
+        except HttpError as exc:
+            owner = self.owner
+            self.close()
+            if owner is not None:
+                owner.upstream_error(self, exc)
+
+    def eof_received(self):
+        return False  # let the transport close; connection_lost follows
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.pool.forget(self)
+        owner = self.owner
+        if owner is None:
+            return
+        if self.parser.expecting:
+            try:
+                self.parser.feed_eof()  # completes a close-delimited body
+            except HttpError as err:
+                owner = self.owner
+                self.owner = None
+                if owner is not None:
+                    owner.upstream_error(self, err)
+                return
+        owner = self.owner
+        self.owner = None
+        if owner is not None:
+            owner.upstream_closed(self)
+
+    def pause_writing(self):
+        self.peer_paused = True
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_pause_writing()
+
+    def resume_writing(self):
+        self.peer_paused = False
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_resume_writing()
+
+    # -- response parser handler ------------------------------------------------------
+    def on_informational(self, head):
+        pass  # 1xx other than 101 are hop-local; the gateway answers 100-continue itself
+
+    def on_response(self, head):
+        self.owner.on_upstream_response(self, head)
+
+    def on_body(self, data):
+        self.owner.on_upstream_body(data)
+
+    def on_response_complete(self):
+        self.owner.on_upstream_complete(self)
+
+    # -- control ----------------------------------------------------------------------
+    def pause_reading(self):
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self):
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            self.owner = None
+            if self.transport is not None:
+                self.transport.abort()
+
+
+class TargetPool:
+    """Keep-alive connections to one target (scheme, host, port)."""
+
+    __slots__ = (
+        "key", "scheme", "host", "port", "ssl", "server_hostname", "keepalive", "idle",
+        "active", "loop", "label", "failures", "down_until", "healthy", "host_header",
+    )
+
+    def __init__(self, scheme: str, host: str, port: int, keepalive: int,
+                 ssl_context: _ssl.SSLContext | None, loop=None):
+        self.key = (scheme, host, port)
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.ssl = ssl_context
+        self.server_hostname = host if ssl_context is not None else None
+        self.keepalive = keepalive
+        self.idle: list[UpstreamConnection] = []  # LIFO: the warmest connection first
+        self.active = 0  # connections owned by exchanges (for least_conn)
+        self.loop = loop
+        self.label = f"{host}:{port}"
+        self.failures = 0
+        self.down_until = 0.0
+        self.healthy = True
+        self.host_header = b"host: %s\r\n\r\n" % self.label.encode()
+
+    def acquire_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self.active += 1
+                return conn
+        return None
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        loop = self.loop or asyncio.get_running_loop()
+        conn = UpstreamConnection(self)
+        await asyncio.wait_for(
+            loop.create_connection(
+                lambda: conn, self.host, self.port, ssl=self.ssl,
+                server_hostname=self.server_hostname,
+            ),
+            timeout,
+        )
+        self.active += 1
+        self.failures = 0
+        return conn
+
+    def release(self, conn: UpstreamConnection, reusable: bool):
+        """Give a connection back after an exchange; reusable only if fully clean."""
+        self.active -= 1
+        conn.owner = None
+        if (not reusable or conn.closed or conn.parser.buffered
+                or len(self.idle) >= self.keepalive or conn.reading_paused):
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self.idle.append(conn)
+
+    def detach(self, conn: UpstreamConnection):
+        """An owned connection leaves the pool for good (tunnel, error)."""
+        self.active -= 1
+
+    def forget(self, conn: UpstreamConnection):
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def mark_failure(self, now: float):
+        self.failures += 1
+        # Passive health: a target refusing connections is skipped briefly by the balancer
+        # (while another target is available), so retries don't hammer it.
+        if self.failures >= 2:
+            self.down_until = now + min(10.0, 0.5 * self.failures)
+
+    def close_idle(self):
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+class PoolRegistry:
+    """Target pools keyed by (scheme, host, port, tls settings), kept across reloads so a
+    reload does not drop warm keep-alive connections."""
+
+    def __init__(self):
+        self.pools: dict = {}
+
+    def get(self, scheme, host, port, keepalive, ssl_context, ssl_key) -> TargetPool:
+        key = (scheme, host, port, ssl_key)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = TargetPool(scheme, host, port, keepalive, ssl_context)
+            self.pools[key] = pool
+        else:
+            pool.keepalive = keepalive
+        return pool
+
+    def prune(self, keep: set):
+        for key in list(self.pools):
+            if key not in keep:
+                self.pools.pop(key).close_idle()
+
+    def close_all(self):
+        for pool in self.pools.values():
+            pool.close_idle()
