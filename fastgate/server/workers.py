@@ -1,0 +1,275 @@
+"""`fastgate run --workers N`: a supervisor process and N forked workers.
+
+* The supervisor has no event loop (so forking a replacement worker is always clean). It
+  creates the shared state (shared-memory token buckets) before the first fork, reserves each
+  listening port with a bound, non-listening SO_REUSEPORT socket (so `port 0` and the port
+  stay fixed while workers come and go), and forks: N traffic workers, plus one admin process
+  when `admin` is configured.
+* Each worker binds its own SO_REUSEPORT listening socket on the reserved address: the kernel
+  spreads connections across workers.
+* A worker that dies is replaced. SIGTERM/SIGINT drain all workers and exit 0 when they have
+  exited. SIGHUP validates the file once, then tells every child to reload.
+* Metrics: each worker answers its counter snapshot on a private unix socket; the admin
+  process asks all workers at scrape time and renders the sum, so one scrape shows the whole
+  instance.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+import orjson
+
+from fastgate.config import ConfigError, load_config
+from fastgate.server.app import Gateway, format_bind
+from fastgate.server.services import SharedState
+
+log = logging.getLogger("fastgate.supervisor")
+
+RESPAWN_BACKOFF_S = 0.5
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    sock = _reserve(host, port)
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve_snapshots(gw: Gateway, path: str):
+    """Answer the admin process's scrape: one orjson snapshot per connection."""
+    async def handle(reader, writer):
+        try:
+            writer.write(orjson.dumps(gw.metrics.snapshot()))
+            await writer.drain()
+        finally:
+            writer.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return await asyncio.start_unix_server(handle, path)
+
+
+async def gather_snapshots(rundir: str, timeout: float = 2.0) -> list:
+    async def one(path):
+        reader, writer = await asyncio.open_unix_connection(path)
+        try:
+            return orjson.loads(await reader.read())
+        finally:
+            writer.close()
+    paths = [os.path.join(rundir, n) for n in sorted(os.listdir(rundir)) if n.endswith(".sock")]
+    results = await asyncio.gather(
+        *(asyncio.wait_for(one(p), timeout) for p in paths), return_exceptions=True)
+    return [r for r in results if isinstance(r, dict)]
+
+
+def _child_reset():
+    # A fresh process image for asyncio: default signal dispositions, no inherited wakeup fd.
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _worker_main(config, config_path, shared, worker_id, rundir) -> int:
+    import uvloop
+
+    async def main():
+        sockets = [_listen_socket(l.host, l.port) for l in config.listeners]
+        gw = Gateway(config, config_path, shared=shared, sockets=sockets, worker_id=worker_id)
+        await gw.start()
+        snap_server = await _serve_snapshots(gw, os.path.join(rundir, f"w{worker_id}.sock"))
+        await gw.wait_stopped()
+        snap_server.close()
+        await gw.close()
+        return 0
+
+    return uvloop.run(main())
+
+
+def _admin_main(config, config_path, rundir) -> int:
+    import uvloop
+    from fastgate.admin.server import AdminServer
+    from fastgate.observe.metrics import merge_snapshots
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        state = {"config": config, "draining": False}
+        stopped = loop.create_future()
+
+        async def metrics_source():
+            return merge_snapshots(await gather_snapshots(rundir))
+
+        def reload():
+            try:
+                state["config"] = load_config(config_path)
+            except (ConfigError, OSError):
+                pass  # the supervisor already logged the errors
+
+        def stop():
+            state["draining"] = True
+            if not stopped.done():
+                stopped.set_result(None)
+
+        a = config.admin
+        admin = AdminServer(host=a.host, port=a.port, token=a.token,
+                            metrics_source=metrics_source,
+                            config_getter=lambda: state["config"],
+                            ready_getter=lambda: not state["draining"])
+        await admin.start()
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        loop.add_signal_handler(signal.SIGINT, stop)
+        await stopped
+        await admin.close()
+        return 0
+
+    return uvloop.run(main())
+
+
+class Supervisor:
+    def __init__(self, config, config_path, workers: int):
+        self.config = config
+        self.config_path = config_path
+        self.n = workers
+        self.children: dict[int, tuple[str, int]] = {}  # pid -> (kind, worker id)
+        self.stopping = False
+        self.pending_signals: list[int] = []
+        self.rundir = tempfile.mkdtemp(prefix="fastgate-")
+        self.shared = None
+        self.reserved = []
+
+    def _fork(self, kind: str, wid: int) -> int:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _child_reset()
+                for sock in self.reserved:
+                    sock.close()
+                if kind == "worker":
+                    code = _worker_main(self.config, self.config_path, self.shared, wid,
+                                        self.rundir)
+                else:
+                    code = _admin_main(self.config, self.config_path, self.rundir)
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        self.children[pid] = (kind, wid)
+        return pid
+
+    def _on_signal(self, signum, frame):
+        self.pending_signals.append(signum)
+
+    def run(self) -> int:
+        config = self.config
+        self.shared = SharedState(config)
+        for l in config.listeners:
+            sock = _reserve(l.host, l.port)
+            self.reserved.append(sock)
+        # Resolve port 0 once so every worker binds the same address.
+        resolved = []
+        for l, sock in zip(config.listeners, self.reserved):
+            port = sock.getsockname()[1]
+            resolved.append((l, port))
+        if any(l.port == 0 for l in config.listeners):
+            import dataclasses
+            config = dataclasses.replace(config, listeners=[
+                dataclasses.replace(l, port=port) for l, port in resolved])
+            self.config = config
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+        for wid in range(self.n):
+            self._fork("worker", wid)
+        if config.admin is not None:
+            self._fork("admin", -1)
+        for l, port in resolved:
+            print(f"listening on {format_bind(l.host, port)}", file=sys.stderr, flush=True)
+        if config.admin is not None:
+            print(f"admin listening on {format_bind(config.admin.host, config.admin.port)}",
+                  file=sys.stderr, flush=True)
+        last_respawn: dict = {}
+        while self.children:
+            while self.pending_signals:
+                sig = self.pending_signals.pop(0)
+                if sig in (signal.SIGTERM, signal.SIGINT):
+                    if not self.stopping:
+                        self.stopping = True
+                        self._signal_children(signal.SIGTERM)
+                elif sig == signal.SIGHUP:
+                    self._reload()
+                elif sig == signal.SIGUSR1:
+                    self._signal_children(signal.SIGUSR1)
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            kind, wid = self.children.pop(pid)
+            if self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            log.error("%s %s (pid %d) exited with %s; replacing it", kind, wid, pid, code)
+            now = time.monotonic()
+            if now - last_respawn.get((kind, wid), 0) < RESPAWN_BACKOFF_S:
+                time.sleep(RESPAWN_BACKOFF_S)
+            last_respawn[(kind, wid)] = time.monotonic()
+            self._fork(kind, wid)
+        for sock in self.reserved:
+            sock.close()
+        try:
+            for name in os.listdir(self.rundir):
+                os.unlink(os.path.join(self.rundir, name))
+            os.rmdir(self.rundir)
+        except OSError:
+            pass
+        return 0
+
+    def _signal_children(self, sig):
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _reload(self):
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            for err in exc.errors:
+                log.error("reload rejected: %s", err)
+            log.error("reload rejected: keeping the running config (%d errors)", len(exc.errors))
+            # Workers count the failed reload too: let them see the same invalid file.
+            self._signal_children(signal.SIGHUP)
+            return
+        except OSError as exc:
+            log.error("reload rejected: cannot read %s: %s", self.config_path, exc)
+            return
+        self.config = config
+        self._signal_children(signal.SIGHUP)
+
+
+def run_supervisor(config, config_path, workers: int) -> int:
+    return Supervisor(config, config_path, workers).run()
