@@ -226,13 +226,15 @@ def _fmt_idx(path: Path, i: int) -> str:
     return format_path(path + (i,), "")
 
 
-def c_map(key: Conv, value: Conv) -> Conv:
-    """A free-form mapping (keys are data, e.g. header names), converted key by key."""
+def c_map(key: Conv, value: Conv, *, fold=False) -> Conv:
+    """A free-form mapping (keys are data, e.g. header names), converted key by key.
+    ``fold``: keys differing only in case are duplicates (header names)."""
     def conv(e, path, v):
         if not isinstance(v, dict):
             e.add(path, f"expected a mapping, got {tname(v)}")
             return None
         out = {}
+        folded: dict = {}
         for k, x in v.items():
             kp = path + (k,) if isinstance(k, str) else path
             ck = key(e, kp, k) if isinstance(k, str) else None
@@ -243,9 +245,11 @@ def c_map(key: Conv, value: Conv) -> Conv:
                 continue
             cx = value(e, kp, x)
             if ck is not None and cx is not None:
-                if ck in out:
-                    e.add(kp, "duplicate (names are case-insensitive)")
+                fk = ck.lower() if fold else ck
+                if fk in folded:
+                    e.add(kp, f"duplicate of {folded[fk]!r} (names are case-insensitive)")
                     continue
+                folded[fk] = k
                 out[ck] = cx
         return out
     return conv

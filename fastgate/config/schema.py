@@ -43,7 +43,8 @@ Redis(url: str|None, cluster_nodes: list[tuple[str, int]] | None, timeout_ms: in
   url scheme: redis:// rediss:// unix://
 Upstream(name: str, targets: list[Target], balance: "round_robin"|"least_conn"|"hash",
          hash_on: HashOn | None, connect_timeout_s=3.0, read_timeout_s=30.0, keepalive=64,
-         retries=1, health_check: HealthCheck | None, tls_verify=True)
+         retries=1, health_check: HealthCheck | None, tls_verify=True, ca_file: str|None)
+  ca_file (extension): CA bundle to verify https targets with instead of the system store.
   hash_on is set (default HashOn("ip", None)) iff balance == "hash".
 Target(url: str, scheme: "http"|"https", host: str, port: int, path: str, weight: int = 1)
   port defaults 80/443; path is the URL path without trailing "/" ("" when none), to prefix
@@ -218,6 +219,7 @@ class Upstream:
     retries: int = 1
     health_check: HealthCheck | None = None
     tls_verify: bool = True
+    ca_file: str | None = None
 
 
 @_frozen

@@ -6,7 +6,7 @@ import pytest
 from fastgate.config import Config, ConfigError, check_file, load_config, parse_config
 from fastgate.config import schema as S
 
-from config_helpers import errors_of, ok
+from tests.config.config_helpers import errors_of, ok
 
 MINIMAL = """
 listeners: [{bind: 127.0.0.1:8080}]
