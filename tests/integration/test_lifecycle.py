@@ -1,0 +1,298 @@
+"""Process lifecycle through the real command: reload, drain, CLI contract, limits on
+connections, bounded memory for huge bodies, workers."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.helpers.gateway import REPO, GatewayProc, free_port, simple_config
+
+
+def fastgate(*args, input=None, timeout=30):
+    return subprocess.run([sys.executable, "-m", "fastgate", *args], cwd=REPO, input=input,
+                          capture_output=True, timeout=timeout)
+
+
+def wait_for(pred, timeout=10.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+# ---------------------------------------------------------------------------- CLI
+def test_check_valid_and_invalid(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("listeners: [{bind: '127.0.0.1:8080'}]\nroutes: [{paths: [/x], respond: {status: 200}}]\n")
+    r = fastgate("check", "-c", str(good))
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "listeners: [{bind: 'nope'}]\n"
+        "bogus: 1\n"
+        "upstreams: {a: {targets: [{url: 'http://127.0.0.1:1'}]}}\n"
+        "routes: [{paths: [/x], upstream: missing}, {paths: [y], upstream: a}]\n")
+    r = fastgate("check", "-c", str(bad))
+    assert r.returncode == 2
+    lines = r.stdout.decode().strip().splitlines()
+    assert any(l.startswith("listeners[0].bind:") for l in lines)
+    assert any(l.startswith("bogus:") for l in lines)
+    assert any(l.startswith("routes[0].upstream:") for l in lines)
+    assert any(l.startswith("routes[1].paths[0]:") for l in lines)
+
+
+def test_hash_key():
+    r = fastgate("hash-key", input=b"test\n")
+    assert r.returncode == 0
+    assert r.stdout.decode().strip() == "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+def test_run_refuses_invalid_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listeners: []\nroutes: [{paths: [/x]}]\n")
+    r = fastgate("run", "-c", str(bad))
+    assert r.returncode == 2
+    assert b"listeners" in r.stderr or b"routes[0]" in r.stderr
+
+
+def test_demo_serves_and_its_curl_commands_work():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fastgate", "demo", "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = []
+    t = threading.Thread(target=lambda: out.extend(l.decode() for l in proc.stderr), daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: any("Ctrl-C" in l for l in out), 15), "".join(out)
+        text = "".join(out)
+        urls = re.findall(r"curl [^\n#]*?(http://127\.0\.0\.1:\d+/\S*)", text)
+        assert len(urls) >= 5
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(base + "/hello").text == "hello from FastGate\n"
+        assert httpx.get(base + "/echo/anything?x=1").json()["path"] == "/echo/anything"
+        assert httpx.get(base + "/api/orders/42").json()["path"] == "/v2/orders/42"
+        assert httpx.get(base + "/files/a/b.txt").json()["path"] == "/a/b.txt"
+        assert httpx.get(base + "/nowhere").status_code == 404
+        assert httpx.delete(base + "/hello").status_code == 405
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Length: 1",
+                            "-H", "Transfer-Encoding: chunked", "-d", "x", base + "/echo"],
+                           capture_output=True, timeout=10) if shutil_which("curl") else None
+        if r is not None:
+            assert r.stdout == b"400"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
+def shutil_which(name):
+    import shutil
+    return shutil.which(name)
+
+
+# ---------------------------------------------------------------------------- reload
+def test_sighup_valid_then_invalid(upstream, gateway_factory):
+    cfg = simple_config(upstream.port)
+    gw = gateway_factory(cfg)
+    assert httpx.get(gw.url + "/new").status_code == 200  # proxied by the catch-all
+    cfg2 = simple_config(upstream.port)
+    cfg2["listeners"] = [{"bind": f"127.0.0.1:{gw.port}"}]
+    cfg2["routes"].insert(0, {"name": "new", "paths": ["/new"], "respond": {"status": 201, "body": "v2"}})
+    gw.write_config(cfg2)
+    gw.signal(signal.SIGHUP)
+    assert wait_for(lambda: httpx.get(gw.url + "/new").status_code == 201)
+    gw.write_config("listeners: [{bind: '127.0.0.1:1'}]\nroutes: [{paths: [/x], upstream: nope}]\nbogus: true\n")
+    gw.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload rejected" in gw.stderr())
+    time.sleep(0.2)
+    err = gw.stderr()
+    assert "routes[0].upstream" in err and "bogus" in err
+    r = httpx.get(gw.url + "/new")
+    assert (r.status_code, r.text) == (201, "v2")
+    assert httpx.get(gw.url + "/echo").status_code == 200
+
+
+def test_in_flight_request_keeps_its_snapshot_across_reload(upstream, gateway_factory):
+    cfg = simple_config(upstream.port)
+    gw = gateway_factory(cfg)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=httpx.get(gw.url + "/slow/800", timeout=10)))
+    t.start()
+    time.sleep(0.2)
+    cfg2 = simple_config(None)
+    cfg2["listeners"] = [{"bind": f"127.0.0.1:{gw.port}"}]
+    cfg2["routes"] = [{"name": "gone", "paths": ["/*"], "respond": {"status": 410, "body": "gone"}}]
+    gw.write_config(cfg2)
+    gw.signal(signal.SIGHUP)
+    t.join(10)
+    assert result["r"].status_code == 200
+    assert wait_for(lambda: httpx.get(gw.url + "/x").status_code == 410)
+
+
+# ---------------------------------------------------------------------------- drain
+def test_sigterm_drains_in_flight_then_exits_zero(upstream, tmp_path):
+    gw = GatewayProc(simple_config(upstream.port), tmp_path)
+    gw.wait_ready()
+    results = []
+
+    def slow():
+        results.append(httpx.get(gw.url + "/slow/1000", timeout=10).status_code)
+
+    threads = [threading.Thread(target=slow) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    gw.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(gw.url + "/echo", timeout=2)
+    for t in threads:
+        t.join(10)
+    assert results == [200, 200, 200]
+    assert gw.proc.wait(10) == 0
+    gw.stop()
+
+
+def test_drain_timeout_bounds_shutdown(upstream, tmp_path):
+    cfg = simple_config(upstream.port, drain_timeout_s=1)
+    gw = GatewayProc(cfg, tmp_path)
+    gw.wait_ready()
+    t = threading.Thread(target=lambda: _ignore(lambda: httpx.get(gw.url + "/slow/8000", timeout=15)))
+    t.start()
+    time.sleep(0.3)
+    start = time.monotonic()
+    gw.signal(signal.SIGTERM)
+    assert gw.proc.wait(10) == 0
+    assert time.monotonic() - start < 5
+    t.join(15)
+    gw.stop()
+
+
+def _ignore(fn):
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------------------- connections
+def test_max_connections_and_per_ip(upstream, gateway_factory):
+    gw = gateway_factory(simple_config(upstream.port, limits={"max_connections_per_ip": 2}))
+    socks = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+            data = s.recv(4096)
+            assert data.startswith(b"HTTP/1.1 503")
+    finally:
+        for s in socks:
+            s.close()
+    assert wait_for(lambda: httpx.get(gw.url + "/echo").status_code == 200)
+
+
+def test_keepalive_timeout_closes_idle(upstream, gateway_factory):
+    gw = gateway_factory(simple_config(upstream.port, limits={"keepalive_timeout_s": 1}))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.2)
+        s.recv(65536)
+        start = time.monotonic()
+        assert s.recv(10) == b""  # closed by the gateway, silently
+        assert 0.5 < time.monotonic() - start < 4
+
+
+def test_body_timeout_408(upstream, gateway_factory):
+    gw = gateway_factory(simple_config(upstream.port, limits={"body_timeout_s": 1}))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
+        data = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+    assert data.startswith(b"HTTP/1.1 408") or data == b""
+
+
+# ---------------------------------------------------------------------------- big bodies
+def _rss_hwm_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+GIB = 1 << 30
+
+
+def test_one_gib_upload_and_download_stream_with_bounded_memory(upstream, gateway_factory):
+    cfg = simple_config(upstream.port, limits={"max_body_bytes": 2 * GIB})
+    gw = gateway_factory(cfg)
+    pid = gw.proc.pid
+    before = _rss_hwm_kb(pid)
+    # upload
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=60) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % GIB)
+        block = b"u" * (1 << 20)
+        for _ in range(1024):
+            s.sendall(block)
+        data = b""
+        while b"}" not in data:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    assert b'"received":%d' % GIB in data
+    # download
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=60) as s:
+        s.sendall(b"GET /download/%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % GIB)
+        total = 0
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(65536)
+        head, rest = head.split(b"\r\n\r\n", 1)
+        total = len(rest)
+        buf = bytearray(1 << 20)
+        while True:
+            n = s.recv_into(buf)
+            if not n:
+                break
+            total += n
+    assert head.startswith(b"HTTP/1.1 200")
+    assert total == GIB
+    grown_mb = (_rss_hwm_kb(pid) - before) / 1024
+    assert grown_mb < 64, f"gateway peak RSS grew {grown_mb:.0f} MiB while streaming 1 GiB each way"
+
+
+# ---------------------------------------------------------------------------- workers
+def test_workers_serve_replace_crashed_and_drain(upstream, tmp_path):
+    gw = GatewayProc(simple_config(upstream.port), tmp_path, workers=2)
+    gw.wait_ready()
+    try:
+        for _ in range(10):
+            assert httpx.get(gw.url + "/echo").status_code == 200
+        children = _children(gw.proc.pid)
+        assert len(children) == 2
+        os.kill(children[0], signal.SIGKILL)
+        assert wait_for(lambda: len(_children(gw.proc.pid)) == 2 and children[0] not in _children(gw.proc.pid), 10)
+        for _ in range(10):
+            assert httpx.get(gw.url + "/echo").status_code == 200
+    finally:
+        assert gw.stop() == 0
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
