@@ -17,6 +17,13 @@ cdef struct _Segs:
     Py_ssize_t end[_SEG_SLOTS]
 
 
+cdef struct _Miss:
+    # Endpoints that matched host+path but not the method: the common 405 has exactly one,
+    # whose precomputed Allow value is the answer.
+    int count
+    void* first               # borrowed _Endpoint
+
+
 cdef class _Entry:
     # One route's claim on one (host, pattern, method set).
     cdef readonly object payload
@@ -34,6 +41,7 @@ cdef class _Endpoint:
     cdef _Entry any           # route with no methods listed
     cdef _Entry get           # by_method[b"GET"], answers HEAD when no route lists HEAD
     cdef bint has_methods
+    cdef bytes allow          # Allow header value when this is the only candidate matched
     cdef str host_desc
     cdef _Entry lookup(self, bytes method)
 
@@ -67,4 +75,4 @@ cdef class Router:
     cpdef tuple match(self, bytes method, bytes host, bytes path)
     cdef bytes _host_key(self, bytes host)
     cdef tuple _match_table(self, _Table table, bytes method, bytes path, _Segs* segs,
-                            bint* matched)
+                            _Miss* miss)

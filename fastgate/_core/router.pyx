@@ -249,6 +249,7 @@ cdef class _Endpoint:
             if m == b"GET":
                 self.get = entry
         self.has_methods = True
+        self.allow = ", ".join(sorted(self.methods())).encode("ascii")
 
 
 def _conflict(_Entry new, _Entry old, str method, str host_desc):
@@ -492,8 +493,14 @@ cdef void _split(const char* buf, Py_ssize_t n, _Segs* s) noexcept nogil:
     s.stored = k if k <= _SEG_SLOTS else _SEG_SLOTS
 
 
+cdef inline void _missed(_Miss* miss, _Endpoint ep) noexcept:
+    if miss.count == 0:
+        miss.first = <void*>ep
+    miss.count += 1
+
+
 cdef _Entry _dfs(_Node node, const char* buf, _Segs* s, bytes method, _PrefixBest* best,
-                 bint* matched):
+                 _Miss* miss):
     """First full match accepting the method, literal before param, deepest first.
 
     Along the way remembers the best accepting "/*" prefix (deepest; first seen on ties, which
@@ -507,7 +514,7 @@ cdef _Entry _dfs(_Node node, const char* buf, _Segs* s, bytes method, _PrefixBes
     if node.prefix is not None:
         e = node.prefix.lookup(method)
         if e is None:
-            matched[0] = True
+            _missed(miss, node.prefix)
         elif depth > best.depth:
             best.entry = <PyObject*>e
             best.depth = depth
@@ -516,7 +523,7 @@ cdef _Entry _dfs(_Node node, const char* buf, _Segs* s, bytes method, _PrefixBes
             e = node.terminal.lookup(method)
             if e is not None:
                 return e
-            matched[0] = True
+            _missed(miss, node.terminal)
         return None
     if depth >= s.stored:
         return None
@@ -525,17 +532,17 @@ cdef _Entry _dfs(_Node node, const char* buf, _Segs* s, bytes method, _PrefixBes
     if node.only_key is not None:
         if PyBytes_GET_SIZE(node.only_key) == ln and \
                 memcmp(PyBytes_AS_STRING(node.only_key), buf + a, ln) == 0:
-            e = _dfs(node.only_child, buf, s, method, best, matched)
+            e = _dfs(node.only_child, buf, s, method, best, miss)
             if e is not None:
                 return e
     elif node.children is not None:
         p = PyDict_GetItem(node.children, PyBytes_FromStringAndSize(buf + a, ln))
         if p != NULL:
-            e = _dfs(<_Node>p, buf, s, method, best, matched)
+            e = _dfs(<_Node>p, buf, s, method, best, miss)
             if e is not None:
                 return e
     if node.param is not None and ln > 0:
-        return _dfs(node.param, buf, s, method, best, matched)
+        return _dfs(node.param, buf, s, method, best, miss)
     return None
 
 
@@ -543,7 +550,7 @@ cdef tuple _result(_Entry e, const char* buf, Py_ssize_t n, _Segs* s, int depth)
     cdef dict params
     cdef Py_ssize_t k, pos, a
     if not e.has_params:
-        return (MATCH, e.payload, None)
+        return (0, e.payload, None)
     params = {}
     for k in range(len(e.names)):
         pos = <Py_ssize_t>e.positions[k]
@@ -555,7 +562,7 @@ cdef tuple _result(_Entry e, const char* buf, Py_ssize_t n, _Segs* s, int depth)
             params["*"] = PyUnicode_DecodeLatin1(buf + a, n - a, NULL)
         else:
             params["*"] = ""
-    return (MATCH, e.payload, params)
+    return (0, e.payload, params)
 
 
 cdef int _collect(_Node node, const char* buf, _Segs* s, set allow) except -1:
@@ -696,7 +703,7 @@ cdef class Router:
         return out
 
     cdef tuple _match_table(self, _Table table, bytes method, bytes path, _Segs* segs,
-                            bint* matched):
+                            _Miss* miss):
         cdef PyObject* p
         cdef _Entry e
         cdef _PrefixBest best
@@ -706,8 +713,8 @@ cdef class Router:
             if p != NULL:
                 e = (<_Endpoint>p).lookup(method)
                 if e is not None:
-                    return (MATCH, e.payload, None)
-                matched[0] = True
+                    return (0, e.payload, None)     # MATCH, as a C constant
+                _missed(miss, <_Endpoint>p)
         if table.root is None:
             return None
         buf = PyBytes_AS_STRING(path)
@@ -715,7 +722,7 @@ cdef class Router:
             _split(buf, PyBytes_GET_SIZE(path), segs)
         best.entry = NULL
         best.depth = -1
-        e = _dfs(table.root, buf, segs, method, &best, matched)
+        e = _dfs(table.root, buf, segs, method, &best, miss)
         if e is not None:
             return _result(e, buf, PyBytes_GET_SIZE(path), segs, segs.nsegs)
         if best.entry != NULL:
@@ -726,7 +733,7 @@ cdef class Router:
         """-> (MATCH, payload, params | None) | (NOT_FOUND, None, None)
         | (METHOD_NOT_ALLOWED, allow bytes, None). ``path`` must be normalized already."""
         cdef _Segs segs
-        cdef bint matched = False
+        cdef _Miss miss
         cdef bytes key
         cdef tuple r
         cdef PyObject* p
@@ -737,12 +744,14 @@ cdef class Router:
         if PyBytes_GET_SIZE(path) == 0 or PyBytes_AS_STRING(path)[0] != c'/':
             return _NOT_FOUND_RESULT
         segs.nsegs = -1
+        miss.count = 0
+        miss.first = NULL
         if self._has_hosts and host is not None:
             key = self._host_key(host)
             if key is not None:
                 p = PyDict_GetItem(self._exact_hosts, key)
                 if p != NULL:
-                    r = self._match_table(<_Table>p, method, path, &segs, &matched)
+                    r = self._match_table(<_Table>p, method, path, &segs, &miss)
                     if r is not None:
                         return r
                 if self._wild_max:
@@ -759,15 +768,17 @@ cdef class Router:
                             continue
                         p = PyDict_GetItem(self._wild_hosts, key[i + 1:])
                         if p != NULL:
-                            r = self._match_table(<_Table>p, method, path, &segs, &matched)
+                            r = self._match_table(<_Table>p, method, path, &segs, &miss)
                             if r is not None:
                                 return r
         if self._any is not None:
-            r = self._match_table(self._any, method, path, &segs, &matched)
+            r = self._match_table(self._any, method, path, &segs, &miss)
             if r is not None:
                 return r
-        if not matched:
+        if miss.count == 0:
             return _NOT_FOUND_RESULT
+        if miss.count == 1:
+            return (2, (<_Endpoint>miss.first).allow, None)     # METHOD_NOT_ALLOWED
         allow = self._allow(host, path)
         return (METHOD_NOT_ALLOWED, ", ".join(sorted(allow)).encode("ascii"), None)
 
