@@ -97,13 +97,17 @@ _INT_TEXT = re.compile(r"^[-+]?[0-9]+$")
 _NUM_TEXT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
 
 
+def _num(x) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
 def _range_msg(v, lo, hi, gt) -> str | None:
     if gt is not None and not v > gt:
-        return f"must be > {gt}"
+        return f"must be > {_num(gt)}"
     if lo is not None and v < lo:
-        return f"must be >= {lo}"
+        return f"must be >= {_num(lo)}"
     if hi is not None and v > hi:
-        return f"must be <= {hi}"
+        return f"must be <= {_num(hi)}"
     return None
 
 

@@ -735,7 +735,7 @@ class _Builder:
             return None
         name = o.get("name", _c_name("a route name"), f"route-{index}")
         paths = o.get("paths", c_list(c_route_path, nonempty=True, unique=True))
-        kinds = [k for k in ("upstream", "respond", "ai") if o.has(k)]
+        kinds = [k for k in o.d if k in ("upstream", "respond", "ai") and o.has(k)]
         if not kinds:
             e.add(path, "needs one of upstream, respond, ai")
         elif len(kinds) > 1:
@@ -895,7 +895,7 @@ class _Builder:
         return out
 
     def auth_jwt(self, e, o: Obj, name):
-        sources = [k for k in ("jwks_url", "jwks_file", "secret") if o.has(k)]
+        sources = [k for k in o.d if k in ("jwks_url", "jwks_file", "secret") and o.has(k)]
         if not sources:
             e.add(o.path, "needs one of jwks_url, jwks_file, secret")
         elif len(sources) > 1:
@@ -907,8 +907,10 @@ class _Builder:
         symmetric = bool(sources) and sources[0] == "secret"
         default_algs = ["HS256"] if symmetric else ["RS256", "ES256"]
         algs = o.get("algorithms", c_list(c_jwt_alg, nonempty=True, unique=True), default_algs)
-        if algs and sources:
-            for i, alg in enumerate(algs):
+        if algs and sources and isinstance(o.d.get("algorithms"), list):
+            for i, alg in enumerate(o.d["algorithms"]):  # document indices for the paths
+                if alg not in algs:
+                    continue
                 if alg.startswith("HS") != symmetric:
                     e.add(o.p("algorithms") + (i,),
                           f"{alg} needs {'a secret' if alg.startswith('HS') else 'a JWKS'}; "
@@ -1000,7 +1002,9 @@ class _Builder:
     # rate limits and budgets ----------------------------------------------------------------
     def _by(self, e, o: Obj, auth_types, kinds=("consumer", "ip", "route", "header", "claim")):
         default = "consumer" if auth_types or auth_types is None else "ip"
-        by = o.d.get("by", default)
+        by = o.d.get("by")
+        if by is None:
+            by = default
         r = parse_key_source(by, kinds)
         if isinstance(r, str):
             e.add(o.p("by"), r)

@@ -217,16 +217,17 @@ def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str
         if "${" not in s:
             return s
         used = False
+        malformed = False
+        missing: list[str] = []
 
         def repl(m: re.Match) -> str:
-            nonlocal used
+            nonlocal used, malformed
             text = m.group(0)
             if text == "$${":
                 return "${"
             name = m.group("name")
             if name is None:
-                problems.append((path, "malformed variable reference: use ${NAME}, "
-                                       "${NAME:-default}, or $${ for a literal ${"))
+                malformed = True
                 return text
             used = True
             val = env.get(name)
@@ -234,12 +235,18 @@ def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str
             if dflt is not None:
                 return val if val else dflt[2:]  # shell ":-": unset or empty takes the default
             if val is None:
-                problems.append((path, f"environment variable {name} is not set "
-                                       f"(use ${{{name}:-default}} for a default)"))
+                missing.append(name)
                 return ""
             return val
 
         out = _REF.sub(repl, s)
+        if malformed:  # the rest of such a string is not worth reading as references
+            problems.append((path, "malformed variable reference: use ${NAME}, "
+                                   "${NAME:-default}, or $${ for a literal ${"))
+        else:
+            for name in missing:
+                problems.append((path, f"environment variable {name} is not set "
+                                       f"(use ${{{name}:-default}} for a default)"))
         return EnvStr(out) if used else out
 
     def walk(node: Any, path: Path, depth: int) -> Any:

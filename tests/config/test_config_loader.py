@@ -300,7 +300,7 @@ def test_limits_and_drain():
         limits: {max_headers: 0, max_connections: true, body_timeout_s: .inf, max_body_bytes: x}
     """)
     assert errs == [
-        "drain_timeout_s: must be >= 0.0",
+        "drain_timeout_s: must be >= 0",
         "limits.max_headers: must be > 0",
         "limits.max_connections: expected an integer, got boolean",
         "limits.body_timeout_s: must be a finite number",
