@@ -24,6 +24,13 @@ cdef struct _Miss:
     void* first               # borrowed _Endpoint
 
 
+cdef struct _Slot:
+    unsigned long long hash
+    const char* key           # borrowed from a key of _Node.children
+    Py_ssize_t length
+    void* child               # borrowed _Node; NULL marks an empty slot
+
+
 cdef class _Entry:
     # One route's claim on one (host, pattern, method set).
     cdef readonly object payload
@@ -47,13 +54,14 @@ cdef class _Endpoint:
 
 
 cdef class _Node:
-    cdef dict children        # literal segment bytes -> _Node (None when empty)
-    cdef bytes only_key       # the sole literal child's key, compared without allocating
-    cdef _Node only_child
+    cdef dict children        # literal segment bytes -> _Node (None when empty); owns both
+    cdef _Slot* slots         # the same map as an open-addressing table over raw bytes, so a
+    cdef size_t mask          # request segment is looked up without making a bytes object
     cdef _Node param          # child for a {param} segment
     cdef _Endpoint terminal   # a pattern ends exactly here
     cdef _Endpoint prefix     # a "/*" pattern ends here
     cdef int depth
+    cdef int seal(self) except -1
 
 
 cdef class _Table:

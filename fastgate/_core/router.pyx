@@ -262,10 +262,31 @@ def _conflict(_Entry new, _Entry old, str method, str host_desc):
         % (new.name, new.pattern, old.name, old.pattern, method, host_desc))
 
 
+cdef extern from *:
+    """
+    /* FNV-1a: a few cycles per byte on short segments. Keys come from the config only, so a
+       client cannot lengthen probe chains by choosing what it sends. */
+    static inline unsigned long long fg_segment_hash(const char *p, Py_ssize_t n) {
+        unsigned long long h = 0xcbf29ce484222325ULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            h ^= (unsigned char)p[i];
+            h *= 0x100000001b3ULL;
+        }
+        return h;
+    }
+    """
+    unsigned long long fg_segment_hash(const char* p, Py_ssize_t n) noexcept nogil
+
+
 @cython.final
 cdef class _Node:
     def __cinit__(self, int depth):
         self.depth = depth
+        self.slots = NULL
+        self.mask = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.slots)
 
     def child(self, bytes key):
         cdef _Node node
@@ -275,19 +296,56 @@ cdef class _Node:
         if node is None:
             node = _Node(self.depth + 1)
             self.children[key] = node
-        # A single literal child is compared in place: no bytes object per request segment.
-        if len(self.children) == 1:
-            self.only_key = key
-            self.only_child = node
-        else:
-            self.only_key = None
-            self.only_child = None
         return node
 
     def param_child(self):
         if self.param is None:
             self.param = _Node(self.depth + 1)
         return self.param
+
+    cdef int seal(self) except -1:
+        """Builds the slot table once every route is in (the trie is immutable afterwards)."""
+        cdef size_t size = 2, i
+        cdef unsigned long long h
+        cdef _Slot* slots
+        if self.children:
+            while size < 2 * <size_t>len(self.children):
+                size *= 2
+            slots = <_Slot*>PyMem_Malloc(size * sizeof(_Slot))
+            if slots == NULL:
+                raise MemoryError()
+            for i in range(size):
+                slots[i].child = NULL
+            for key, node in self.children.items():
+                h = fg_segment_hash(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+                i = h & (size - 1)
+                while slots[i].child != NULL:
+                    i = (i + 1) & (size - 1)
+                slots[i].hash = h
+                slots[i].key = PyBytes_AS_STRING(key)
+                slots[i].length = PyBytes_GET_SIZE(key)
+                slots[i].child = <void*>node
+            PyMem_Free(self.slots)
+            self.slots = slots
+            self.mask = size - 1
+            for node in self.children.values():
+                (<_Node>node).seal()
+        if self.param is not None:
+            self.param.seal()
+        return 0
+
+
+cdef inline _Node _find_child(_Node node, const char* p, Py_ssize_t n):
+    cdef unsigned long long h = fg_segment_hash(p, n)
+    cdef size_t i = h & node.mask
+    cdef _Slot* slot
+    while True:
+        slot = &node.slots[i]
+        if slot.child == NULL:
+            return None
+        if slot.hash == h and slot.length == n and memcmp(slot.key, p, n) == 0:
+            return <_Node>slot.child
+        i = (i + 1) & node.mask
 
 
 @cython.final
@@ -529,16 +587,10 @@ cdef _Entry _dfs(_Node node, const char* buf, _Segs* s, bytes method, _PrefixBes
         return None
     a = s.start[depth]
     ln = s.end[depth] - a
-    if node.only_key is not None:
-        if PyBytes_GET_SIZE(node.only_key) == ln and \
-                memcmp(PyBytes_AS_STRING(node.only_key), buf + a, ln) == 0:
-            e = _dfs(node.only_child, buf, s, method, best, miss)
-            if e is not None:
-                return e
-    elif node.children is not None:
-        p = PyDict_GetItem(node.children, PyBytes_FromStringAndSize(buf + a, ln))
-        if p != NULL:
-            e = _dfs(<_Node>p, buf, s, method, best, miss)
+    if node.slots != NULL:
+        child = _find_child(node, buf + a, ln)
+        if child is not None:
+            e = _dfs(child, buf, s, method, best, miss)
             if e is not None:
                 return e
     if node.param is not None and ln > 0:
@@ -644,6 +696,9 @@ cdef class Router:
                     ep.add(entry, method_keys, pattern)
             count += 1
         self.route_count = count
+        for table in [self._any] + list(self._exact_hosts.values()) + list(self._wild_hosts.values()):
+            if table is not None and (<_Table>table).root is not None:
+                (<_Table>table).root.seal()
         self._has_hosts = bool(self._exact_hosts) or bool(self._wild_hosts)
         self._wild_max = 0
         for i in range(256):

@@ -358,6 +358,21 @@ def test_backtracking_through_several_levels():
     assert hit(r, b"/z/b/c/x")[0] == "l4"
 
 
+def test_wide_levels_find_every_literal():
+    """Hundreds of literal siblings at one level (the per-node hash table, probing included)."""
+    keys = ["k%d" % i for i in range(300)] + ["", "K0", "k0 ", "%41", "a" * 200]
+    routes = [route("r%d" % i, ["/%s/{x}" % k if k else "/{y}/"]) for i, k in enumerate(keys)
+              if "%" not in k and " " not in k]
+    routes.append(route("fallback", ["/{a}/{b}"]))
+    r = Router(routes)
+    for i in range(300):
+        assert hit(r, b"/k%d/v" % i) == ("r%d" % i, {"x": "v"})
+    assert hit(r, b"/K0/v")[0] == "r301"
+    assert hit(r, b"/" + b"a" * 200 + b"/v")[0] == "r304"
+    for miss in [b"/k300/v", b"/k/v", b"/k00/v", b"/kk1/v", b"/k1\x00/v", b"/" + b"a" * 199 + b"/v"]:
+        assert hit(r, miss)[0] == "fallback", miss
+
+
 def test_param_never_matches_empty_segment():
     r = build(route("p", ["/a/{x}"]), route("t", ["/a/{x}/"]))
     assert r.match(b"GET", b"", b"/a/")[0] == NOT_FOUND
