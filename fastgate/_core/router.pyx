@@ -234,7 +234,7 @@ cdef class _Endpoint:
             names.add("HEAD")
         return names
 
-    def add(self, _Entry entry, methods, str pattern):
+    def add(self, _Entry entry, methods):
         cdef _Entry old
         if methods is None:
             if self.any is not None:
@@ -693,7 +693,7 @@ cdef class Router:
                     entry.star = pp[3]
                     entry.has_params = bool(pp[1]) or pp[3]
                     ep = table.endpoint(pp, host_desc)
-                    ep.add(entry, method_keys, pattern)
+                    ep.add(entry, method_keys)
             count += 1
         self.route_count = count
         for table in [self._any] + list(self._exact_hosts.values()) + list(self._wild_hosts.values()):

@@ -813,3 +813,21 @@ def test_router_matches_reference(data):
         expected = ref.match(method, host, path)
         event("outcome %d" % expected[0])
         assert router.match(method, host, path) == expected, (method, host, path, routes)
+
+
+HOST_ROUTES = [
+    route("exact", ["/h"], hosts=["ab.a.com"]),
+    route("wild", ["/h"], hosts=["*.a.com"]),
+    route("wild2", ["/h"], hosts=["*.b.a.com"], methods=["GET"]),
+    route("v6", ["/h"], hosts=["[::1]"], methods=["POST"]),
+    route("any", ["/h"], methods=["PUT"]),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"B", b"b", b".", b":", b"[", b"]", b"1", b"com", b"::",
+                                 b"\xc1", b" "]), max_size=10).map(b"".join),
+       st.sampled_from([b"GET", b"POST", b"PUT", b"HEAD"]))
+def test_host_parsing_matches_reference(host, method):
+    router = Router(HOST_ROUTES)
+    assert router.match(method, host, b"/h") == Reference(HOST_ROUTES).match(method, host, b"/h")
