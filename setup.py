@@ -17,12 +17,9 @@ extensions = [
 setup(
     ext_modules=cythonize(
         extensions,
-        compiler_directives={
-            "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-        },
+        # Each .pyx states its own boundscheck/wraparound directives in its header: a global
+        # default here would silently change the meaning of negative indexes in a module.
+        compiler_directives={"language_level": 3},
         annotate=bool(os.environ.get("FASTGATE_ANNOTATE")),
     ),
 )
