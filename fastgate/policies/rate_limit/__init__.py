@@ -1,0 +1,269 @@
+"""Rate limiting: ``routes[].rate_limits``.
+
+Each limit is a token bucket per key: capacity ``burst`` (default ``limit``), refilled at
+``limit / per`` tokens per second; a request costs 1 (``unit: tokens`` limits are admitted
+while not exhausted and charged afterwards with the provider's count, see ``charge()``).
+
+Keys (``by``): ``consumer`` (ctx.consumer), ``ip`` (ctx.client_ip), ``route`` (one bucket for
+the route), ``header:NAME`` (first value of that request header), ``claim:NAME`` (that claim of
+the verified token). A request without the value (anonymous, header absent or empty, claim
+missing) is limited by its client IP instead, in buckets of their own: leaving the header out
+must not be a way around the limit. Buckets belong to (route, limit position, by), so two
+routes or two limits never share one.
+
+Every limit of the route applies, all or nothing: a request refused by one limit takes nothing
+from the others (local limits are checked and charged under one lock; cluster leases are
+checked first and charged only once the local verdict is in).
+
+``scope: local`` buckets live in a shared-memory table (fastgate._core.buckets) that every
+worker of the instance maps, so workers share one limit exactly. ``scope: cluster`` buckets
+live in Redis and are leased in batches (see cluster.py).
+
+Answers: a refused request gets ``429`` (code ``rate_limited``) with ``Retry-After`` (whole
+seconds, at least 1). Every response of a limited route carries ``RateLimit-Limit`` (the
+bucket's capacity: the most requests that can be made at once), ``RateLimit-Remaining``
+(whole tokens left) and ``RateLimit-Reset`` (seconds until the bucket is full again), for the
+limit with the fewest tokens left, or for the refusing one. For cluster limits the figures are
+the last ones Redis reported, brought forward locally: approximate. Responses the gateway gives
+before this policy runs (404, a 401 from auth) carry none: no bucket was consulted.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import orjson
+
+from fastgate._core.buckets import MAX_KEYS, BucketPlan, TokenBucketTable
+from fastgate.policies.base import Reject
+
+from .cluster import DENY, ERROR, OK, WAIT
+
+H_LIMIT = b"ratelimit-limit"
+H_REMAINING = b"ratelimit-remaining"
+H_RESET = b"ratelimit-reset"
+H_RETRY_AFTER = b"retry-after"
+
+K_CONSUMER, K_IP, K_ROUTE, K_HEADER, K_CLAIM = range(5)
+_KINDS = {"consumer": K_CONSUMER, "ip": K_IP, "route": K_ROUTE, "header": K_HEADER,
+          "claim": K_CLAIM}
+
+_NUMS = tuple(b"%d" % i for i in range(4096))   # header values without formatting
+
+
+def _num(x: int) -> bytes:
+    return _NUMS[x] if 0 <= x < 4096 else b"%d" % x
+
+
+def _claim_bytes(v) -> bytes:
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogatepass")
+    if isinstance(v, (bool, int, float)):
+        return str(v).encode()
+    try:
+        return orjson.dumps(v, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return repr(v).encode("utf-8", "surrogatepass")
+
+
+class Limit:
+    """One configured limit, compiled."""
+
+    __slots__ = ("index", "cfg", "rate", "burst", "kind", "name", "name_b", "prefix",
+                 "fallback", "limit_b", "tokens_unit", "need", "cost_scale", "per_s")
+
+    def __init__(self, route_name: str, index: int, cfg):
+        self.index = index
+        self.cfg = cfg
+        self.per_s = float(cfg.per_s)
+        self.rate = cfg.limit / self.per_s
+        self.burst = float(cfg.burst if cfg.burst is not None else cfg.limit)
+        self.kind = _KINDS[cfg.by_kind]
+        self.name = cfg.by_name
+        self.name_b = cfg.by_name.encode("latin-1") if cfg.by_name else None
+        ident = f"{route_name}\x00{index}\x00{cfg.by}".encode("utf-8", "surrogatepass")
+        self.prefix = ident + b"\x00"
+        self.fallback = ident + b"\x01ip\x00"    # never equal to a prefix + value key
+        self.limit_b = _num(int(self.burst))
+        self.tokens_unit = cfg.unit == "tokens"
+        # Request limits take 1 per request; token limits need 1 left and are charged later.
+        self.need = 1.0
+        self.cost_scale = 0.0 if self.tokens_unit else 1.0
+
+    def key(self, ctx) -> bytes:
+        kind = self.kind
+        if kind == K_IP:
+            return self.prefix + (ctx.client_ip or "").encode()
+        if kind == K_CONSUMER:
+            c = ctx.consumer
+            if c:
+                return self.prefix + c.encode("utf-8", "surrogatepass")
+        elif kind == K_ROUTE:
+            return self.prefix
+        elif kind == K_HEADER:
+            head = ctx.head
+            v = head.get(self.name_b) if head is not None else None
+            if v:
+                return self.prefix + v
+        else:
+            claims = ctx.claims
+            if claims:
+                v = claims.get(self.name)
+                if v is not None and v != "":
+                    return self.prefix + _claim_bytes(v)
+        return self.fallback + (ctx.client_ip or "").encode()
+
+
+class RateLimitPolicy:
+    name = "rate_limit"
+
+    __slots__ = ("route_name", "services", "table", "limiter", "local", "groups", "cluster",
+                 "limits", "single")
+
+    def __init__(self, route_name: str, limits: list[Limit], services):
+        self.route_name = route_name
+        self.services = services
+        self.limits = tuple(limits)
+        self.local = tuple(l for l in limits if l.cfg.scope == "local")
+        self.cluster = tuple(l for l in limits if l.cfg.scope == "cluster")
+        self.table = None
+        if self.local:
+            table = services.local_buckets
+            if table is None:
+                # Only when no SharedState ran prefork (embedding, tests): per-process buckets.
+                from fastgate.policies.rate_limit_hooks import table_slots
+                table = services.local_buckets = TokenBucketTable(
+                    table_slots(services.config), shared=False)
+            self.table = table
+        # A take_all() covers up to MAX_KEYS limits under one lock; a route with more (rare)
+        # is all-or-nothing within each group only.
+        self.groups = tuple(
+            (chunk, BucketPlan([l.rate for l in chunk], [l.burst for l in chunk],
+                               [l.cost_scale for l in chunk], [l.need for l in chunk]))
+            for chunk in (self.local[i:i + MAX_KEYS] for i in range(0, len(self.local), MAX_KEYS))
+        )
+        self.single = self.groups[0] if len(self.local) == 1 and not self.cluster else None
+        self.limiter = services.cluster_limiter if self.cluster else None
+        if self.cluster and self.limiter is None:
+            raise ValueError(f"route {route_name!r}: scope: cluster rate limits need redis")
+
+    # ------------------------------------------------------------------ access phase
+    def access(self, ctx):
+        single = self.single
+        if single is not None:      # the common case: one local limit
+            limits, plan = single
+            lim = limits[0]
+            r = self.table.take_all((lim.key(ctx),), plan)
+            if not r.allowed:
+                return self._deny(ctx, lim.limit_b, r.retry_after_s, r.remaining, r.reset_s,
+                                  lim.per_s)
+            rh = ctx.response_headers
+            rh.append((H_LIMIT, lim.limit_b))
+            rh.append((H_REMAINING, _num(int(r.remaining))))
+            rh.append((H_RESET, _num(math.ceil(r.reset_s))))
+            return None
+        return self._decide(ctx, True)
+
+    def _decide(self, ctx, may_wait: bool):
+        best_rem = math.inf
+        best_reset = 0.0
+        best_limit = None
+        held = None
+        if self.cluster:
+            limiter = self.limiter
+            now = limiter.clock()
+            waits = None
+            held = []
+            for lim in self.cluster:
+                lease = limiter.lease(lim.key(ctx), lim.rate, lim.burst, now)
+                st = lease.status(lim.need, now, may_wait)
+                if st == OK:
+                    held.append((lim, lease))
+                elif st == WAIT:
+                    if waits is None:
+                        waits = []
+                    waits.append(lease.task)
+                elif st == DENY:
+                    rem, reset = lease.figures(now)
+                    return self._deny(ctx, lim.limit_b, lease.retry_after(now), 0.0, reset,
+                                      lim.per_s)
+                else:   # ERROR: Redis is down and the lease is short
+                    if not limiter.fail_open:
+                        wait = limiter.error_retry_after(now)
+                        return self._deny(ctx, lim.limit_b, wait, 0.0, wait, lim.per_s)
+                    rem, reset = lease.figures(now)   # admitted unmetered
+                    if rem < best_rem:
+                        best_rem, best_reset, best_limit = rem, reset, lim.limit_b
+            if waits is not None:
+                return self._after_fetch(ctx, waits)
+        for limits, plan in self.groups:
+            r = self.table.take_all(tuple([l.key(ctx) for l in limits]), plan)
+            lim = limits[r.index]
+            if not r.allowed:
+                return self._deny(ctx, lim.limit_b, r.retry_after_s, r.remaining, r.reset_s,
+                                  lim.per_s)
+            if r.remaining < best_rem:
+                best_rem, best_reset, best_limit = r.remaining, r.reset_s, lim.limit_b
+        if held:
+            for lim, lease in held:
+                lease.consume(lim.need * lim.cost_scale, now)
+                rem, reset = lease.figures(now)
+                if rem < best_rem:
+                    best_rem, best_reset, best_limit = rem, reset, lim.limit_b
+        if best_limit is not None:
+            rh = ctx.response_headers
+            rh.append((H_LIMIT, best_limit))
+            rh.append((H_REMAINING, _num(int(best_rem))))
+            rh.append((H_RESET, _num(math.ceil(best_reset))))
+        return None
+
+    async def _after_fetch(self, ctx, tasks):
+        # The fetches are bounded by timeout_ms; the margin only guards against a stuck loop.
+        await asyncio.wait(tasks, timeout=self.limiter.timeout_s + 0.1)
+        return self._decide(ctx, False)
+
+    def _deny(self, ctx, limit_b, retry_s, remaining, reset_s, per_s):
+        metrics = self.services.metrics
+        if metrics is not None:
+            metrics.rate_limited(ctx.route_name)
+        if not retry_s < math.inf:
+            retry_s = per_s          # a cost no bucket can hold: say "much later"
+        retry = math.ceil(retry_s)
+        if retry < 1:
+            retry = 1
+        rh = ctx.response_headers
+        rh.append((H_LIMIT, limit_b))
+        rh.append((H_REMAINING, _num(int(remaining))))
+        rh.append((H_RESET, _num(math.ceil(reset_s))))
+        return Reject(429, "rate_limited", "rate limit exceeded; retry later",
+                      headers=((H_RETRY_AFTER, _num(retry)),))
+
+    # ------------------------------------------------------------------ after the fact
+    def charge(self, ctx, amount: float) -> None:
+        """Charge ``amount`` (e.g. AI tokens the provider reported) to every ``unit: tokens``
+        limit of the route, for this request's keys. Buckets may go negative; later requests
+        wait until they have refilled."""
+        if amount <= 0:
+            return
+        for lim in self.limits:
+            if not lim.tokens_unit:
+                continue
+            if lim.cfg.scope == "local":
+                self.table.debit(lim.key(ctx), lim.rate, lim.burst, float(amount))
+            else:
+                now = self.limiter.clock()
+                self.limiter.lease(lim.key(ctx), lim.rate, lim.burst, now).debit(
+                    float(amount), now)
+
+
+def build(route_cfg, services):
+    """The route's RateLimitPolicy, or None when it has no rate_limits."""
+    cfgs = getattr(route_cfg, "rate_limits", None)
+    if not cfgs:
+        return None
+    limits = [Limit(route_cfg.name, i, c) for i, c in enumerate(cfgs)]
+    return RateLimitPolicy(route_cfg.name, limits, services)
+
+
+__all__ = ["Limit", "RateLimitPolicy", "build"]

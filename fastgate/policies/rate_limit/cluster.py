@@ -1,0 +1,394 @@
+"""`scope: cluster` limits: one token bucket per key in Redis, shared by every instance, with
+no Redis round trip on the request path.
+
+How it works: Redis holds the authoritative bucket (refilled by a Lua script from the Redis
+server's own clock, so instance clocks do not matter). Each process *leases* tokens from it in
+batches: an atomic script call refills the bucket, takes back unused tokens the process
+returns, charges usage reported after the fact (AI tokens), and grants up to ``want`` tokens.
+Requests are then admitted synchronously from the process's lease. A lease is refilled in the
+background before it runs dry, sized to the key's observed demand (about ``LEASE_WINDOW_S``
+of traffic, never more than ``BATCH_FRACTION`` of the burst); tokens a process leased but did
+not use for ``IDLE_RETURN_S`` are handed back.
+
+Accuracy: tokens are granted before they are spent, so while Redis answers the cluster never
+admits more than ``burst + rate * t`` per key (no overshoot). The error is on the other side
+and bounded: tokens sitting in other processes' leases (at most about 1.5 x
+``BATCH_FRACTION`` x burst per process and key, and only for as long as those processes keep
+using or idle-return them) are unavailable to the rest. Overshoot happens only when Redis is
+unreachable and ``on_error: allow`` lets requests through unmetered, or when Redis loses its
+data (a restart without persistence): buckets start full again, one extra burst at most.
+
+Failure: every Redis call is bounded by ``timeout_ms``. A failure marks Redis down; while it
+is down no request waits on it: leased tokens are still used, and beyond them ``on_error``
+decides at once (allow = admit unmetered, deny = 429). One probe call per backoff period
+(``BACKOFF_MIN_S`` doubling to ``BACKOFF_MAX_S``) finds out when Redis is back, and from then
+on everything is metered again.
+
+Keys in Redis are ``fg:rl:{<digest>}``: the whole digest is the hash tag, so each script call
+touches one key in one slot (Redis Cluster), and a long client-chosen key costs Redis 32 bytes.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+
+log = logging.getLogger("fastgate.rate_limit")
+
+LEASE_WINDOW_S = 0.1     # a batch should last about this long at the key's observed demand
+BATCH_FRACTION = 0.05    # ... but hold at most this share of the burst
+REFETCH_MIN_S = 0.005    # after Redis ran dry, ask again no sooner than this
+IDLE_RETURN_S = 1.0      # hand unused leased tokens back after this long without use
+IDLE_FORGET_S = 30.0     # drop a key's state after this long without use
+SWEEP_S = 0.5
+MAX_LEASES = 100_000     # keys tracked per process; beyond it the least recently added go
+MAX_CONCURRENT_CALLS = 64
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 2.0
+
+OK, DENY, WAIT, ERROR = 0, 1, 2, 3
+
+# KEYS[1] bucket. ARGV: rate (tokens/us), burst, want, need (smallest grant worth having),
+# back (unused leased tokens returned), debt (usage charged after the fact).
+# Returns {grant, tokens left, us until `need` is there (when nothing granted), us until full}.
+LUA = r"""
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local need = tonumber(ARGV[4])
+local back = tonumber(ARGV[5])
+local debt = tonumber(ARGV[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local v = redis.call('HMGET', KEYS[1], 'tk', 'ts')
+local tokens = tonumber(v[1])
+local ts = tonumber(v[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+elseif now > ts then
+  tokens = tokens + (now - ts) * rate
+  ts = now
+end
+if tokens > burst then tokens = burst end
+tokens = tokens + back
+if tokens > burst then tokens = burst end
+tokens = tokens - debt
+local grant = 0
+if want > 0 and tokens >= need then
+  grant = want
+  if grant > tokens then grant = tokens end
+  tokens = tokens - grant
+end
+local retry = 0
+if want > 0 and grant == 0 then retry = (need - tokens) / rate end
+local fill = (burst - tokens) / rate
+if fill <= 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'tk', string.format('%.17g', tokens), 'ts', string.format('%.0f', ts))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(fill / 1000) + 1000)
+end
+return {string.format('%.17g', grant), string.format('%.17g', tokens),
+        string.format('%.17g', retry), string.format('%.17g', fill)}
+"""
+
+
+def redis_key(key: bytes) -> str:
+    return "fg:rl:{" + hashlib.blake2b(key, digest_size=16).hexdigest() + "}"
+
+
+class Lease:
+    """One key's share of its cluster bucket held by this process."""
+
+    __slots__ = (
+        "limiter", "key", "rkey", "rate", "burst", "avail", "debt", "task", "not_before",
+        "failed", "g_tokens", "g_at", "demand", "demand_since", "target", "last_used",
+    )
+
+    def __init__(self, limiter, key: bytes, rate: float, burst: float, now: float):
+        self.limiter = limiter
+        self.key = key
+        self.rkey = redis_key(key)
+        self.rate = rate
+        self.burst = burst
+        self.avail = 0.0          # tokens leased and not yet spent
+        self.debt = 0.0           # usage charged beyond the lease, owed to Redis
+        self.task = None          # the fetch in flight
+        self.not_before = 0.0     # Redis ran dry: no fetch before this; deny what the lease lacks
+        self.failed = False       # the last fetch for this key failed
+        self.g_tokens = burst     # Redis's level at its last answer (for RateLimit-* headers)
+        self.g_at = now
+        self.demand = 0.0
+        # As if the first request had been the only one for a whole window: the first batch
+        # is small, later ones follow the measured demand.
+        self.demand_since = now - LEASE_WINDOW_S
+        self.target = 0.0
+        self.last_used = now
+
+    # ------------------------------------------------------------------ request path
+    def status(self, need: float, now: float, may_wait: bool) -> int:
+        """OK: the lease covers `need`; DENY: Redis is dry (see retry_after); WAIT: await
+        `self.task`, then ask again with may_wait=False; ERROR: Redis is down, on_error
+        decides."""
+        self.last_used = now
+        if may_wait:
+            self.demand += need
+        if self.avail >= need:
+            return OK
+        lim = self.limiter
+        if not lim.healthy:
+            lim.maybe_probe(self, now, need)
+            return ERROR
+        if self.task is not None:
+            return WAIT if may_wait else DENY
+        if not may_wait:
+            return ERROR if self.failed else DENY
+        if now < self.not_before:
+            return DENY
+        self.fetch(now, need)
+        return WAIT
+
+    def consume(self, need: float, now: float) -> None:
+        self.avail -= need
+        if (self.avail < self.target * 0.5 and self.task is None and now >= self.not_before
+                and self.limiter.healthy):
+            self.fetch(now, need)   # refill in the background before the lease runs dry
+
+    def debit(self, amount: float, now: float) -> None:
+        """Charge usage known only afterwards (AI tokens); what the lease lacks becomes debt
+        paid with the next fetch."""
+        self.avail -= amount
+        if self.avail < 0.0:
+            self.debt -= self.avail
+            self.avail = 0.0
+            if self.task is None and self.limiter.healthy:
+                self.fetch(now, 1.0)
+
+    def retry_after(self, now: float) -> float:
+        wait = self.not_before - now
+        return wait if wait > 0.0 else 1.0 / self.rate
+
+    def figures(self, now: float) -> tuple[float, float]:
+        """(remaining, seconds until full) as best known: Redis's level at its last answer,
+        refilled since, plus this process's lease. Approximate by nature."""
+        level = self.g_tokens + (now - self.g_at) * self.rate
+        remaining = min(level + self.avail, self.burst)
+        if remaining < 0.0:
+            remaining = 0.0
+        return remaining, (self.burst - remaining) / self.rate
+
+    # ------------------------------------------------------------------ fetches
+    def fetch(self, now: float, need: float, *, give_back: bool = False) -> None:
+        if give_back:
+            want, back = 0.0, self.avail
+            self.avail = 0.0
+        else:
+            elapsed = now - self.demand_since
+            if elapsed < 0.01:
+                elapsed = 0.01
+            cap = self.burst * BATCH_FRACTION
+            target = self.demand / elapsed * LEASE_WINDOW_S
+            target = min(max(target, need), max(cap, need))
+            self.target = target
+            self.demand = 0.0
+            self.demand_since = now
+            want = target - self.avail
+            if want < need - self.avail:
+                want = need - self.avail
+            back = 0.0
+            if want <= 0.0 and self.debt <= 0.0:
+                return
+            if want < 0.0:
+                want = 0.0
+        self.task = self.limiter.loop().create_task(self._fetch(want, need, back))
+
+    async def _fetch(self, want: float, need: float, back: float) -> None:
+        debt = self.debt
+        self.debt = 0.0
+        lim = self.limiter
+        try:
+            res = await lim.call(self.rkey, self.rate, self.burst, want, need, back, debt)
+        finally:
+            self.task = None
+        now = lim.clock()
+        if res is None:
+            # Whether the script ran is unknown: re-charging the debt risks only under-
+            # admission; returned tokens are not re-added (that could overshoot).
+            self.debt += debt
+            self.failed = True
+            return
+        self.failed = False
+        grant, level, retry_us, _fill_us = res
+        self.avail += grant
+        self.g_tokens = level
+        self.g_at = now
+        if want > 0.0:
+            if grant < need:
+                self.not_before = now + max(retry_us / 1e6, REFETCH_MIN_S)
+            elif grant < want:
+                self.not_before = now + max(need / self.rate, REFETCH_MIN_S)
+            else:
+                self.not_before = 0.0
+
+
+class ClusterLimiter:
+    """Per process: the Redis client, the breaker, and every key's Lease."""
+
+    def __init__(self, cfg, *, clock=time.monotonic):
+        self.cfg = cfg
+        self.timeout_s = cfg.timeout_ms / 1000.0
+        self.fail_open = cfg.on_error == "allow"
+        self.clock = clock
+        self.leases: dict[bytes, Lease] = {}
+        self.healthy = True
+        self.down_until = 0.0
+        self.backoff = BACKOFF_MIN_S
+        self.calls = 0
+        self.failures = 0
+        self._client = None
+        self._script = None
+        self._sem = None
+        self._loop = None
+        self._sweeping = False
+        self._closed = False
+
+    def loop(self):
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # ------------------------------------------------------------------ leases
+    def lease(self, key: bytes, rate: float, burst: float, now: float) -> Lease:
+        lease = self.leases.get(key)
+        if lease is None:
+            if len(self.leases) >= MAX_LEASES:
+                self._shrink(now)
+            lease = self.leases[key] = Lease(self, key, rate, burst, now)
+            if not self._sweeping:
+                self._sweeping = True
+                self.loop().call_later(SWEEP_S, self._sweep)
+        elif lease.rate != rate or lease.burst != burst:
+            lease.rate = rate       # the limit changed on reload: the bucket carries on
+            lease.burst = burst
+        return lease
+
+    def _shrink(self, now: float) -> None:
+        for key in [k for k, l in self.leases.items()
+                    if l.task is None and l.avail <= 0.0 and l.debt <= 0.0
+                    and now - l.last_used > IDLE_RETURN_S]:
+            del self.leases[key]
+        # Still full: forget the oldest keys. Their leased tokens are lost to the cluster
+        # until their buckets refill (under-admission, never over).
+        excess = len(self.leases) - MAX_LEASES * 9 // 10
+        if excess > 0:
+            for key in list(self.leases)[:excess]:
+                if self.leases[key].task is None:
+                    del self.leases[key]
+
+    def _sweep(self) -> None:
+        if self._closed:
+            return
+        now = self.clock()
+        forget = []
+        for key, lease in self.leases.items():
+            idle = now - lease.last_used
+            if lease.task is not None or idle < IDLE_RETURN_S:
+                continue
+            if (lease.avail > 0.0 or lease.debt > 0.0) and self.healthy:
+                lease.fetch(now, 0.0, give_back=True)
+            elif idle > IDLE_FORGET_S and lease.avail <= 0.0 and lease.debt <= 0.0:
+                forget.append(key)
+        for key in forget:
+            del self.leases[key]
+        if self.leases:
+            self.loop().call_later(SWEEP_S, self._sweep)
+        else:
+            self._sweeping = False
+
+    # ------------------------------------------------------------------ redis
+    def _connect(self):
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        t = self.timeout_s
+        # No client-side retries: our own timeout and breaker decide; a retry would only
+        # stretch the time a request can wait.
+        common = dict(socket_timeout=t, socket_connect_timeout=t, retry=Retry(NoBackoff(), 0))
+        if self.cfg.cluster_nodes:
+            from redis.asyncio.cluster import ClusterNode, RedisCluster
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in self.cfg.cluster_nodes],
+                max_connections=MAX_CONCURRENT_CALLS, **common)
+        else:
+            from redis.asyncio import Redis
+            client = Redis.from_url(self.cfg.url, **common)
+        self._client = client
+        self._script = client.register_script(LUA)
+        self._sem = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+
+    async def call(self, rkey, rate, burst, want, need, back, debt):
+        """One script call; the parsed reply, or None when Redis failed or was too slow."""
+        if self._closed:
+            return None
+        self.calls += 1
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if self._client is None:
+                    self._connect()
+                async with self._sem:
+                    res = await self._script(
+                        keys=[rkey], args=[rate / 1e6, burst, want, need, back, debt])
+            res = [float(x) for x in res]
+        except Exception as exc:  # noqa: BLE001 - any failure is "Redis unavailable"
+            self._failed(exc)
+            return None
+        self._succeeded()
+        return res
+
+    def _failed(self, exc) -> None:
+        self.failures += 1
+        if self.healthy:
+            self.backoff = BACKOFF_MIN_S
+            log.warning("redis unavailable for rate limits (%s); on_error=%s until it is back",
+                        type(exc).__name__ + (f": {exc}" if str(exc) else ""),
+                        "allow" if self.fail_open else "deny")
+        else:
+            self.backoff = min(self.backoff * 2.0, BACKOFF_MAX_S)
+        self.healthy = False
+        self.down_until = self.clock() + self.backoff
+
+    def _succeeded(self) -> None:
+        if not self.healthy:
+            log.warning("redis reachable again: cluster rate limits metered")
+            self.healthy = True
+            self.backoff = BACKOFF_MIN_S
+
+    def maybe_probe(self, lease: Lease, now: float, need: float) -> None:
+        if now >= self.down_until and lease.task is None:
+            self.down_until = now + self.backoff   # one probe per backoff period
+            lease.fetch(now, need)
+
+    def error_retry_after(self, now: float) -> float:
+        wait = self.down_until - now
+        return wait if wait > 0.0 else self.backoff
+
+    async def close(self) -> None:
+        """Hand unused leased tokens back (best effort, bounded), then disconnect."""
+        if self._closed:
+            return
+        if self._client is not None and self.healthy:
+            returns = [l for l in self.leases.values()
+                       if (l.avail > 0.0 or l.debt > 0.0) and l.task is None]
+            for l in returns:
+                l.fetch(self.clock(), 0.0, give_back=True)
+            pending = [l.task for l in self.leases.values() if l.task is not None]
+            if pending:
+                await asyncio.wait(pending, timeout=self.timeout_s * 2)
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception:  # noqa: BLE001 - closing a dead connection is not an error
+                pass
