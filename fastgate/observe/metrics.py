@@ -162,14 +162,16 @@ class Metrics:
         "gauges": {...}, "histograms": {name: [[label..., [bucket counts], sum], ...]}}``;
         bucket counts are per bucket (not cumulative), the last one above the largest bound.
         """
-        requests = []
+        requests: dict[tuple, int] = {}
         durations = []
         up_durations = []
         bytes_in = []
         bytes_out = []
         for route, r in self._routes.items():
             for (method, code), n in r.codes.items():
-                requests.append([route, method, _code_label(code), n])
+                # several raw codes may share the label "other": sum them, one sample each
+                key = (route, method, _code_label(code))
+                requests[key] = requests.get(key, 0) + n
             durations.append([route, list(r.hist), r.dur_sum])
             bytes_in.append([route, r.bytes_in])
             bytes_out.append([route, r.bytes_out])
@@ -179,7 +181,7 @@ class Metrics:
             "v": SNAPSHOT_VERSION,
             "buckets": list(BUCKETS),
             "counters": {
-                "fastgate_requests_total": requests,
+                "fastgate_requests_total": [[*k, n] for k, n in requests.items()],
                 "fastgate_bytes_received_total": bytes_in,
                 "fastgate_bytes_sent_total": bytes_out,
                 "fastgate_auth_failures_total": [[a, b, n] for (a, b), n
@@ -229,6 +231,10 @@ _GAUGES = {
     # A target counts as healthy while any worker still sends it traffic; it reads 0 only
     # once every worker's health checks have marked it down.
     "fastgate_upstream_healthy": (("upstream", "target"), "1 if the upstream target is healthy, else 0.", "max"),
+}
+# label sets exposed (as 0) even before anything happened, so alerts and rate() see them
+_ALWAYS = {
+    "fastgate_config_reloads_total": ((RELOAD_OK,), (RELOAD_FAILED,)),
 }
 _HISTOGRAMS = {
     "fastgate_request_duration_seconds": (("route",), "Time from request head parsed to last response byte sent."),
@@ -311,8 +317,15 @@ class _SnapshotCollector:
         counters = snap.get("counters", {})
         for name, (labels, doc) in _COUNTERS.items():
             fam = CounterMetricFamily(name, doc, labels=labels)
-            for row in counters.get(name, ()):
-                fam.add_metric([str(x) for x in row[:-1]], row[-1])
+            rows = counters.get(name, ())
+            seen = set()
+            for row in rows:
+                lv = [str(x) for x in row[:-1]]
+                seen.add(tuple(lv))
+                fam.add_metric(lv, row[-1])
+            for lv in _ALWAYS.get(name, ()):
+                if lv not in seen:
+                    fam.add_metric(list(lv), 0)
             yield fam
         gauges = snap.get("gauges", {})
         for name, (labels, doc, _how) in _GAUGES.items():
