@@ -1,4 +1,7 @@
-# cython: language_level=3, cdivision=True
+# cython: language_level=3, boundscheck=True, wraparound=True, cdivision=True
+# (setup.py turns bounds checks and wraparound off globally; the config-time code below indexes
+# Python sequences from the end, and the per-request code works on C pointers, so the safe
+# defaults cost nothing where it matters. This header overrides setup.py's directives.)
 """The route table, compiled once per config into dicts and a segment trie.
 
 Matching rules (the contract the proxy and the tests rely on):
@@ -598,6 +601,8 @@ cdef _Entry _dfs(_Node node, const char* buf, _Segs* s, bytes method, _PrefixBes
     return None
 
 
+@cython.boundscheck(False)
+@cython.wraparound(False)
 cdef tuple _result(_Entry e, const char* buf, Py_ssize_t n, _Segs* s, int depth):
     cdef dict params
     cdef Py_ssize_t k, pos, a
