@@ -88,7 +88,12 @@ class Obj:
                     self.e.add(self.path + (key,), "required")
                 return None
             return default
-        return conv(self.e, self.path + (key,), val)
+        out = conv(self.e, self.path + (key,), val)
+        if out is None and default is not REQUIRED:
+            # Already reported; the default keeps later cross-checks on well-typed ground
+            # (the Config is never returned while errors exist).
+            return default
+        return out
 
 
 # --- scalar converters (factories return Conv) ---------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .source import format_path
+from .source import document_order, format_path
 
 UNSUPPORTED: set[str] = {
     "routes[].waf",
@@ -86,5 +86,5 @@ def unsupported_errors(config) -> list[str]:
 
     Accepts a ``Config`` (looks at ``config.raw``) or a parsed document (dict)."""
     tree = config if isinstance(config, dict) else config.raw
-    return [f"{format_path(p, '<config>')}: not supported by this build yet"
-            for p in unsupported_paths(tree)]
+    paths = sorted(unsupported_paths(tree), key=lambda p: document_order(tree, p))
+    return [f"{format_path(p, '<config>')}: not supported by this build yet" for p in paths]

@@ -511,6 +511,7 @@ class _Builder:
         self.auth_cfg: dict | None = {}
         self.ai_cfg: S.AI | None = None
         self.e_has_ai = False
+        self.auth_names: set[str] = set()  # every name under auth, valid entry or not
 
     def add(self, path, msg):
         self.e.add(path, msg)
@@ -874,6 +875,7 @@ class _Builder:
             e.add(path, f"expected a mapping of authenticator names, got {tname(v)}")
             return None
         out = {}
+        self.auth_names = {n for n in v if isinstance(n, str)}
         for name, item in v.items():
             if not isinstance(name, str):
                 e.add(path, f"authenticator names must be strings, got {name!r}")
@@ -969,26 +971,26 @@ class _Builder:
         """Types of the authenticators a route uses; None when unknown (errors elsewhere)."""
         if route_auth is None:
             return set()
-        if not self.auth_cfg:
+        if not self.auth_cfg or any(n not in self.auth_cfg for n in route_auth.using):
             return None
-        return {self.auth_cfg[n].type for n in route_auth.using if n in self.auth_cfg}
+        return {self.auth_cfg[n].type for n in route_auth.using}
 
     def route_auth(self, e, path, v):
         o = Obj(e, path, v, ("using", "scopes", "groups", "mfa", "acr_values"))
         using = o.get("using", c_list(c_str(), nonempty=True, unique=True))
         if using and self.auth_cfg is not None:
             for i, n in enumerate(using):
-                if n not in self.auth_cfg:
-                    known = ", ".join(sorted(self.auth_cfg)) or "none defined"
+                if n not in self.auth_names:
+                    known = ", ".join(sorted(self.auth_names)) or "none defined"
                     e.add(o.p("using") + (i,), f"unknown authenticator {n!r} (auth: {known})")
-        types = {self.auth_cfg[n].type for n in using or [] if self.auth_cfg and n in self.auth_cfg}
-        token_types = {"jwt", "introspection"}
+        # Only judge when every authenticator is known and valid; otherwise errors elsewhere.
+        resolved = bool(using) and bool(self.auth_cfg) and all(n in self.auth_cfg for n in using)
+        types = {self.auth_cfg[n].type for n in using} if resolved else set()
         scopes = o.get("scopes", c_list(c_str(max_len=256), unique=True), [])
         groups = o.get("groups", c_list(_c_name("a group name"), unique=True), [])
         mfa = o.get("mfa", c_bool, False)
         acr = o.get("acr_values", c_list(c_str(max_len=1024), unique=True), [])
-        if using and len(types) == len({n for n in using if self.auth_cfg and n in self.auth_cfg}) \
-                and types and not types & token_types:
+        if resolved and not types & {"jwt", "introspection"}:
             for k in ("scopes", "mfa"):
                 if o.d.get(k):
                     e.add(o.p(k), "needs a jwt or introspection authenticator in using "

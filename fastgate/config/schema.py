@@ -20,7 +20,10 @@ Config                          the whole file
   logging: Logging
   ai: AI | None
   raw: dict                       the parsed file BEFORE ${VAR} substitution (so secrets that
-                                  come from the environment never appear in it); for GET /config
+                                  come from the environment never appear in it); for GET /config.
+                                  Literal secrets written in the file are still there: redact
+                                  token, secret, client_secret, api_key, redis url passwords.
+                                  Not part of equality.
   source: str                     file path or "<config>"
 
 Listener(bind: str, host: str, port: int, tls: TLSConfig | None)
@@ -52,13 +55,18 @@ Target(url: str, scheme: "http"|"https", host: str, port: int, path: str, weight
 HashOn(kind: "ip"|"consumer"|"header", name: str|None)   header name lower-cased
 HealthCheck(path="/health", interval_s=5.0, timeout_s=2.0, healthy_after=2, unhealthy_after=3)
 Consumer(name: str, groups: list[str], api_keys: list[str], jwt_subjects: list[str])
+  names (consumer, group, route, upstream, authenticator, provider) are [A-Za-z0-9._@+:/-],
+  starting with a letter or digit: safe in headers (X-Consumer-Groups is comma-joined), logs
+  and metric labels.
   api_keys normalised to "sha256:<64 lower-case hex>"; unique across all consumers, as are
   jwt_subjects.
 JwtAuth(name, type="jwt", issuer: str|None, audiences: list[str], algorithms: list[str],
         jwks_url: str|None, jwks_file: str|None, secret: str|None, jwks_refresh_s=300.0,
         clock_skew_s=30.0, consumer_claim="sub", forward_claims: dict[claim, header-name])
   exactly one of jwks_url / jwks_file / secret; HS* algorithms only with secret and never
-  mixed with asymmetric ones (key-confusion); "none" is rejected.
+  mixed with asymmetric ones (key-confusion); "none" is rejected. algorithms default: ["HS256"]
+  with a secret, ["RS256", "ES256"] with a JWKS. secret >= 32 bytes (RFC 7518 3.2). jwks_url
+  (like IntrospectionAuth.url) is https, or http only to a loopback host.
 ApiKeyAuth(name, type="api_key", header: str|None, query: str|None, bearer: bool)
   at least one source; none given -> header "X-API-Key".
 IntrospectionAuth(name, type="introspection", url: str, client_id: str|None,
@@ -87,20 +95,27 @@ Lifecycle(state: "published"|"deprecated"|"retired", sunset: datetime|None (awar
           sunset_raw: str|None, successor: str|None, deprecated_at: datetime|None)
 RouteAuth(using: list[str], scopes: list[str], groups: list[str], mfa=False,
           acr_values: list[str])
-RateLimit(limit: int, per: str, per_s: int, burst: int [default limit], by: str,
+  using: names in Config.auth, in order. scopes/mfa need a jwt or introspection authenticator;
+  acr_values only with mfa.
+RateLimit(limit: int > 0, per: str, per_s: int, burst: int >= limit [default limit], by: str,
           by_kind: "consumer"|"ip"|"route"|"header"|"claim", by_name: str|None,
           scope: "local"|"cluster" = "local", unit: "requests"|"tokens" = "requests")
-  by defaults to "ip" when the route has no auth, else "consumer"; header names lower-cased.
+  by defaults to "ip" when the route has no auth, else "consumer" (by: consumer without route
+  auth is an error, claim:NAME needs jwt/introspection); header names lower-cased.
+  scope cluster needs Config.redis; unit tokens only on ai routes.
 Transform(request: RequestTransform, response: ResponseTransform)
 RequestTransform(set_headers: dict, add_headers: dict, remove_headers: list, rename_headers:
                  dict, set_query: dict, remove_query: list)   header names lower-cased
+  framing/hop-by-hop headers (content-length, transfer-encoding, connection, ...) and
+  x-consumer-name/-groups can never be named in a transform.
 ResponseTransform(set_headers: dict, remove_headers: list)
 Waf(mode: "block"|"monitor" = "block", rules: list[str] = all four:
     sqli, xss, path_traversal, command_injection)
 Cors(origins: list[str], methods: list[str]|None [None = the route's methods, or all],
      headers: list[str], expose_headers: list[str], credentials=False, max_age_s=600)
 IPRules(allow: list[ip_network], deny: list[ip_network])   deny wins over allow
-Budget(usd: float, per: str, per_s: int, by: str, by_kind, by_name)
+Budget(usd: float > 0, per: str, per_s: int, by: str, by_kind, by_name)
+  only on ai routes, and every model the route allows has a price.
 Logging(access_log: "stdout" | "off" | absolute path = "stdout",
         redact_headers: list[str] = ["authorization", "cookie", "x-api-key"])  lower-cased
 AI(providers: dict[str, Provider], models: list[Model])

@@ -588,14 +588,52 @@ routes:
     ]
 
 
-def test_route_conflicts_agree_with_router():
-    """Whatever the loader accepts, the compiled router accepts too (and vice versa here)."""
+CONFLICT_CASES = [
+    ([("a", ["/orders/{id}"], [], []), ("b", ["/orders/{oid}"], [], [])], True),
+    ([("c", ["/x"], [], ["GET"]), ("d", ["/x"], [], ["POST", "GET"])], True),
+    ([("f", ["/%7Eu", "/~u"], [], [])], True),
+    ([("g", ["/s/*"], ["A.example.com."], []), ("h", ["/s/*"], ["a.example.com"], [])], True),
+    ([("i", ["/x"], [], []), ("j", ["/x"], [], ["GET"])], False),
+    ([("k", ["/x"], ["a.example.com"], []), ("l", ["/x"], [], [])], False),
+    ([("m", ["/s/*"], [], []), ("n", ["/s"], [], [])], False),
+    ([("o", ["/a/{x}/b"], [], []), ("p", ["/a/c/{y}"], [], [])], False),
+    ([("q", ["/x", "/x/"], [], []), ("r", ["/y/*"], ["*.example.com"], []),
+      ("s", ["/y/*"], ["example.com"], [])], False),
+]
+
+
+@pytest.mark.parametrize("routes,conflict", CONFLICT_CASES)
+def test_route_conflicts_agree_with_router(routes, conflict):
+    """The loader reports exactly the conflicts the compiled router would raise on."""
     router = pytest.importorskip("fastgate._core.router")
-    c = ok(L + """
-routes:
-  - {name: a, paths: ["/orders/{id}", /x, "/s/*", /], respond: {}}
-  - {name: c, paths: [/x, "/orders/{id}/items"], respond: {}, methods: [GET]}
-  - {name: e, paths: [/x, "/s/*"], respond: {}, hosts: [a.example.com, "*.example.com"]}
-""")
-    router.Router([(r, r.name, r.hosts or None, r.methods or None, list(r.paths))
-                   for r in c.routes])
+    doc = {"listeners": [{"bind": "127.0.0.1:8080"}],
+           "routes": [{"name": n, "paths": p, "hosts": h, "methods": m, "respond": {}}
+                      for n, p, h, m in routes]}
+    table = [(None, n, h or None, m or None, p) for n, p, h, m in routes]
+    if conflict:
+        with pytest.raises(ConfigError):
+            parse_config(doc, {})
+        with pytest.raises(router.RouteConflict):
+            router.Router(table)
+    else:
+        parse_config(doc, {})
+        router.Router(table)
+
+
+def test_invalid_authenticator_is_still_a_known_name(all_supported):
+    """A broken auth entry is reported once, not again as 'unknown' wherever a route uses it."""
+    assert errors_of(L + """
+auth: {a: {type: [jwt]}}
+routes: [{paths: [/a], respond: {}, auth: {using: [a]}, rate_limits: [{limit: 1, per: second}]}]
+""") == ["auth.a.type: expected a string, got list"]
+
+
+def test_unsupported_errors_on_a_document():
+    doc = {"listeners": [{"bind": "127.0.0.1:8080", "tls": {"cert_file": "x"}}],
+           "routes": [{"paths": ["/a"], "respond": {}, "waf": {}, "cors": {"origins": ["*"]}}],
+           "redis": {"url": "redis://h"}}
+    assert unsupported_errors(doc) == [
+        "listeners[0].tls: not supported by this build yet",
+        "routes[0].cors: not supported by this build yet",
+        "redis: not supported by this build yet",
+    ]
