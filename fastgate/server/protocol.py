@@ -105,6 +105,7 @@ class ClientProtocol(asyncio.Protocol):
         self.waiting = None             # task of an awaitable policy / connect
         self.policy_index = 0
         self.resp_keepalive = False
+        self.wbuf = None                # response bytes gathered during one upstream read
         self.discarding = False         # answered locally; swallowing the rest of the body
 
     # ------------------------------------------------------------------ connection events
@@ -546,22 +547,37 @@ class ClientProtocol(asyncio.Protocol):
         data = b"".join(parts)
         ctx.bytes_out += len(data)
         self.resp_started = True
-        self.transport.write(data)
+        # Held until the end of this upstream read (flush_output) so that a head and the
+        # body that came with it leave in one write: one syscall per response, not two.
+        self.wbuf = [data]
 
     def on_upstream_body(self, data):
         n = len(data)
         ctx = self.ctx
         ctx.bytes_out += n
+        wbuf = self.wbuf
+        if wbuf is None:
+            wbuf = self.wbuf = []
         if self.resp_chunked:
-            self.transport.writelines((b"%x\r\n" % n, data, b"\r\n"))
+            wbuf += (b"%x\r\n" % n, data, b"\r\n")
         else:
-            self.transport.write(data)
+            wbuf.append(data)
         self.up_deadline = _monotonic() + self.upstream_read_timeout()
+
+    def flush_output(self):
+        wbuf = self.wbuf
+        if wbuf:
+            self.wbuf = None
+            if self.state != S_CLOSED:
+                self.transport.writelines(wbuf)
 
     def on_upstream_complete(self, conn):
         if self.resp_chunked:
-            self.transport.write(b"0\r\n\r\n")
+            if self.wbuf is None:
+                self.wbuf = []
+            self.wbuf.append(b"0\r\n\r\n")
             self.ctx.bytes_out += 5
+        self.flush_output()
         self.up = None
         self.up_deadline = 0.0
         reusable = self.body_done and self.resp_keepalive and conn.parser.buffered == 0
@@ -843,6 +859,7 @@ class _TunnelEnd:
     """Owner of an upgraded upstream connection: relays its events to the client side."""
 
     __slots__ = ("client",)
+    wbuf = None
 
     def __init__(self, client):
         self.client = client

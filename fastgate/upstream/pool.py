@@ -55,6 +55,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             if owner is not None:
                 owner.upstream_error(self, exc)
+            return
+        if owner.wbuf:
+            owner.flush_output()
 
     def eof_received(self):
         return False  # let the transport close; connection_lost follows
