@@ -252,6 +252,14 @@ def c_rewrite(e, path, v):
     return v
 
 
+def c_probe_path(e, path, v):
+    """A request target to send as-is: path plus optional query, printable ASCII."""
+    if not isinstance(v, str) or not re.match(r"^/[\x21-\x7e]*$", v) or "#" in v:
+        e.add(path, f"expected a path like /health (printable, no spaces), got {v!r}")
+        return None
+    return v
+
+
 def c_url(schemes=("http", "https")):
     def conv(e, path, v):
         if not isinstance(v, str):
@@ -667,8 +675,6 @@ class _Builder:
             e.add(o.p("hash_on"), "only used with balance: hash")
         if balance == "hash" and hash_on is None and not o.has("hash_on"):
             hash_on = S.HashOn("ip", None)
-        if targets and len({t.scheme for t in targets}) > 1:
-            pass  # mixing http and https targets is legal (migration); audit may flag it
         return S.Upstream(
             name=name,
             targets=targets or [],
@@ -705,7 +711,7 @@ class _Builder:
         if interval is not None and timeout is not None and timeout > interval:
             e.add(o.p("timeout_s"), "must not exceed interval_s")
         return S.HealthCheck(
-            path=o.get("path", c_rewrite, "/health"),
+            path=o.get("path", c_probe_path, "/health"),
             interval_s=interval, timeout_s=timeout,
             healthy_after=o.get("healthy_after", c_int(lo=1, hi=100), 2),
             unhealthy_after=o.get("unhealthy_after", c_int(lo=1, hi=100), 3),
@@ -802,11 +808,19 @@ class _Builder:
     def respond(self, e, path, v):
         o = Obj(e, path, v, ("status", "body", "headers"))
         status = o.get("status", c_int(lo=200, hi=599), 200)
-        return S.Respond(
-            status=status,
-            body=o.get("body", c_str(empty=True, ctl=True), ""),
-            headers=o.get("headers", c_map(c_header_name(lower=False), c_header_value, fold=True), {}),
-        )
+        body = o.get("body", c_str(empty=True, ctl=True), "")
+        if body and status in (204, 304):
+            e.add(o.p("body"), f"a {status} response has no body")
+
+        def header_name(e2, p2, v2):
+            name = c_header_name(lower=False)(e2, p2, v2)
+            if name is not None and name.lower() in MANAGED_HEADERS:
+                e2.add(p2, f"{name} is set by the gateway (framing) and cannot be configured")
+                return None
+            return name
+
+        return S.Respond(status=status, body=body,
+                         headers=o.get("headers", c_map(header_name, c_header_value, fold=True), {}))
 
     # redis ----------------------------------------------------------------------------------
     def redis(self, e, path, v):
@@ -1107,7 +1121,6 @@ class _Builder:
 
     def transform(self, e, path, v):
         o = Obj(e, path, v, ("request", "response"))
-        hn = c_header_name()
         hv = c_header_value
         qn = c_str(pattern=_QUERY_NAME, what="a query parameter name", max_len=256)
         qv = c_str(empty=True, max_len=4096)
@@ -1130,7 +1143,6 @@ class _Builder:
                 remove_headers=r.get("remove_headers", c_list(c_managed_header, unique=True), []),
             )
 
-        del hn
         return S.Transform(request=o.get("request", request, S.RequestTransform()),
                            response=o.get("response", response, S.ResponseTransform()))
 

@@ -637,3 +637,24 @@ def test_unsupported_errors_on_a_document():
         "routes[0].cors: not supported by this build yet",
         "redis: not supported by this build yet",
     ]
+
+
+def test_respond_framing_and_health_check_path(all_supported):
+    assert errors_of(L + """
+upstreams: {u: {targets: ["http://h"], health_check: {path: "health check", interval_s: 1,
+                                                      timeout_s: 2}}}
+routes:
+  - paths: [/a]
+    respond: {status: 204, body: "x", headers: {Content-Length: "5", Transfer-Encoding: chunked}}
+""") == [
+        "upstreams.u.health_check.path: expected a path like /health (printable, no spaces), "
+        "got 'health check'",
+        "upstreams.u.health_check.timeout_s: must not exceed interval_s",
+        "routes[0].respond.body: a 204 response has no body",
+        "routes[0].respond.headers.Content-Length: Content-Length is set by the gateway "
+        "(framing) and cannot be configured",
+        "routes[0].respond.headers.Transfer-Encoding: Transfer-Encoding is set by the gateway "
+        "(framing) and cannot be configured",
+    ]
+    c = ok(L + 'upstreams: {u: {targets: ["http://h"], health_check: {path: "/ready?full=1"}}}')
+    assert c.upstreams["u"].health_check.path == "/ready?full=1"
