@@ -1,0 +1,356 @@
+"""Results as JSON, a Markdown table per scenario, and a PNG when matplotlib is installed."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+
+from benchmarks.scenarios import FEATURES
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+
+def machine() -> dict:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    m = {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable,
+         "kernel": platform.release(), "python": platform.python_version()}
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+        m["memory_gib"] = round(kib / 1048576, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    for tool, args in (("nginx", ["-v"]), ("haproxy", ["-v"]), ("wrk", ["-v"])):
+        path = shutil.which(tool)
+        if not path:
+            continue
+        try:
+            r = subprocess.run([path] + args, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        text = (r.stdout + r.stderr).strip().splitlines()
+        if text:
+            m[tool] = text[0].replace("nginx version: ", "").strip()
+    try:
+        import uvloop
+        m["uvloop"] = uvloop.__version__
+    except ImportError:
+        pass
+    return m
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+def _num(v, digits=0):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def _ms(us):
+    return "–" if us is None else f"{us / 1000:.2f}"
+
+
+def _lat(d):
+    if not d:
+        return "–"
+    return " / ".join(_ms(d.get(k)) for k in ("p50_us", "p99_us", "p999_us"))
+
+
+def _ratio(v):
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def _mib(kib):
+    return "–" if kib is None else f"{kib / 1024:,.1f}"
+
+
+def _cell_na(tr):
+    s = tr["status"]
+    reason = tr.get("reason", "")
+    if s == "n/a":
+        return f"n/a: {reason}" if reason.startswith("needs") else f"n/a ({reason})"
+    return f"**error**: {reason[:160]}"
+
+
+def scenario_table(sc: dict) -> str:
+    names = list(sc["targets"])
+    ok = [n for n in names if sc["targets"][n]["status"] == "ok"]
+    ratio_keys = list(sc.get("ratios", {}))
+    lines = [f"### {sc['name']}: {sc['title']}", ""]
+    desc = f"`{sc['method']} {sc['path']}`"
+    if sc["kind"] == "idle":
+        desc += f" · {sc.get('connections', '?'):,} connections opened, one request each, then held idle"
+    else:
+        desc += (f" · {sc.get('connections', '?')} keep-alive connections · fixed rate "
+                 f"{_num(sc.get('rate'))}/s open loop (latency from the intended send time)"
+                 f" · max = closed loop" + (" via wrk" if sc.get("loadgen") == "wrk" else ""))
+    if sc["features"]:
+        desc += " · needs: " + ", ".join(sc["features"])
+    lines += [desc, ""]
+    for note in sc.get("notes", []):
+        lines += [f"> {note}", ""]
+    header = "| | " + " | ".join(names) + "".join(f" | {k}" for k in ratio_keys) + " |"
+    lines += [header, "|---" * (1 + len(names) + len(ratio_keys)) + "|"]
+
+    def row(label, fn, ratio_fn=None):
+        cells = []
+        for n in names:
+            tr = sc["targets"][n]
+            cells.append(fn(tr) if tr["status"] == "ok" else "–")
+        rcells = []
+        for k in ratio_keys:
+            rcells.append(ratio_fn(sc["ratios"][k], k) if ratio_fn else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + "".join(f" | {c}" for c in rcells)
+                     + " |")
+
+    def plain_ratio(getter):
+        def f(_r, key):
+            a, b = key.split("/")
+            va, vb = getter(sc["targets"][a]), getter(sc["targets"][b])
+            return _ratio(va / vb) if va is not None and vb else "–"
+        return f
+
+    # status row first, so n/a reasons are visible
+    if any(sc["targets"][n]["status"] != "ok" for n in names):
+        cells = ["ok" if sc["targets"][n]["status"] == "ok" else _cell_na(sc["targets"][n])
+                 for n in names]
+        lines.append("| status | " + " | ".join(cells) + " |" + " |" * len(ratio_keys))
+
+    if sc["kind"] == "idle":
+        g = lambda tr: tr.get("idle") or {}  # noqa: E731
+        row("connections held", lambda tr: _num(g(tr).get("held")))
+        row("RSS before (MiB)", lambda tr: _mib(g(tr).get("rss_before_kib")))
+        row("**RSS holding them (MiB)**", lambda tr: _mib(g(tr).get("rss_held_kib")),
+            plain_ratio(lambda tr: g(tr).get("rss_held_kib")))
+        row("KiB per connection", lambda tr: _num(g(tr).get("kib_per_conn"), 2),
+            plain_ratio(lambda tr: g(tr).get("kib_per_conn")))
+        row("peak RSS, VmHWM (MiB)", lambda tr: _mib(g(tr).get("hwm_kib")))
+        row("CPU while idle (% of a core)",
+            lambda tr: _num((g(tr).get("idle_cpu_util") or 0) * 100, 1))
+        row("errors", lambda tr: _errs(g(tr)))
+        return "\n".join(lines) + "\n"
+
+    rate = lambda tr: tr.get("rate") or {}  # noqa: E731
+    mx = lambda tr: tr.get("max") or {}  # noqa: E731
+
+    def headline(tr):
+        r = rate(tr)
+        v = r.get("cpu_us_per_req")
+        s = _num(v, 1)
+        sp = r.get("cpu_us_per_req_spread_pct")
+        if sp is not None:
+            s += f" (±{sp / 2:.1f}%)"
+        if r.get("saturated"):
+            s += " ⚠ below offered rate"
+        return f"**{s}**"
+
+    def head_ratio(rv, key):
+        v = rv.get("cpu_per_req_rate")
+        sp = rv.get("cpu_per_req_rate_spread_pct")
+        return "–" if v is None else f"**{v:.2f}×**" + (f" (±{sp / 2:.1f}%)" if sp else "")
+
+    row(f"**CPU µs/req @ {_num(sc.get('rate'))}/s** (median of rounds)", headline, head_ratio)
+    if sc.get("unit"):
+        row(f"CPU µs/{sc['unit']} @ fixed rate", lambda tr: _num(rate(tr).get("cpu_us_per_unit"), 2),
+            plain_ratio(lambda tr: rate(tr).get("cpu_us_per_unit")))
+    row("achieved req/s @ fixed rate", lambda tr: _num(rate(tr).get("rps")))
+    row("gateway CPU use @ fixed rate (% of a core)",
+        lambda tr: _num((rate(tr).get("cpu_util") or 0) * 100, 0))
+    row("latency p50 / p99 / p99.9 ms @ fixed rate", lambda tr: _lat(rate(tr)),
+        plain_ratio(lambda tr: rate(tr).get("p99_us")))
+    row("**max req/s** (closed loop)", lambda tr: "**" + _num(mx(tr).get("rps")) + "**",
+        lambda rv, k: _ratio(rv.get("max_rps")))
+    row("CPU µs/req @ max", lambda tr: _num(mx(tr).get("cpu_us_per_req"), 1),
+        plain_ratio(lambda tr: mx(tr).get("cpu_us_per_req")))
+    row("gateway CPU use @ max (% of a core)",
+        lambda tr: _num((mx(tr).get("cpu_util") or 0) * 100, 0))
+    row("latency p50 / p99 / p99.9 ms @ max", lambda tr: _lat(mx(tr)))
+    row("peak RSS, VmHWM summed (MiB)",
+        lambda tr: _mib((tr.get("memory") or {}).get("hwm_kib")),
+        plain_ratio(lambda tr: (tr.get("memory") or {}).get("hwm_kib")))
+    row("errors (all rounds)", lambda tr: _errs_total(tr))
+    lg = [mx(sc["targets"][n]).get("loadgen_cpu_util") for n in ok]
+    lg = [v for v in lg if v is not None]
+    if lg and max(lg) > 0.9:
+        lines += ["", f"> max phase: the load generator used {max(lg) * 100:.0f}% of its CPU — "
+                  "max req/s is bounded by the load side, not by the fastest gateway."]
+    return "\n".join(lines) + "\n"
+
+
+def _errs(d):
+    e = d.get("errors") or {}
+    if not e:
+        return "0"
+    return ", ".join(f"{k} {v}" for k, v in sorted(e.items()))
+
+
+def _errs_total(tr):
+    e: dict[str, int] = {}
+    for ph in ("max", "rate"):
+        for k, v in ((tr.get(ph) or {}).get("errors") or {}).items():
+            e[k] = e.get(k, 0) + v
+    return _errs({"errors": e})
+
+
+def summary_table(results) -> str:
+    names = results.get("targets", [])
+    lines = ["| scenario | headline | " + " | ".join(names) + " | ratio |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for sc in results["scenarios"]:
+        cells = []
+        if sc["kind"] == "idle":
+            label = f"RSS MiB holding {sc.get('connections', 0):,} idle conns"
+            for n in names:
+                tr = sc["targets"].get(n, {})
+                cells.append(_mib((tr.get("idle") or {}).get("rss_held_kib"))
+                             if tr.get("status") == "ok" else _short_na(tr))
+            ok = [n for n in names if sc["targets"].get(n, {}).get("status") == "ok"]
+            ratio = "–"
+            if len(ok) >= 2:
+                a = (sc["targets"][ok[0]].get("idle") or {}).get("rss_held_kib")
+                b = (sc["targets"][ok[1]].get("idle") or {}).get("rss_held_kib")
+                ratio = f"{ok[0]}/{ok[1]} {_ratio(a / b)}" if a and b else "–"
+        else:
+            label = f"CPU µs/req @ {_num(sc.get('rate'))}/s"
+            for n in names:
+                tr = sc["targets"].get(n, {})
+                if tr.get("status") == "ok":
+                    cells.append(_num((tr.get("rate") or {}).get("cpu_us_per_req"), 1))
+                else:
+                    cells.append(_short_na(tr))
+            rs = sc.get("ratios", {})
+            ratio = "; ".join(f"{k} {_ratio(v.get('cpu_per_req_rate'))}" for k, v in rs.items()) or "–"
+        lines.append(f"| {sc['name']} | {label} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def _short_na(tr):
+    if not tr:
+        return "–"
+    if tr.get("status") == "n/a":
+        r = tr.get("reason", "")
+        if r.startswith("needs"):
+            return "n/a: " + r.split(" (")[0]
+        return "n/a"
+    return "error"
+
+
+def markdown(results) -> str:
+    m = results.get("machine") or machine()
+    out = ["# FastGate load benchmarks", ""]
+    out.append(f"Run {results.get('started', '?')} · `{results.get('command', 'python -m benchmarks')}`")
+    out.append("")
+    out.append(machine_line(m))
+    out.append("")
+    vers = results.get("versions", {})
+    if vers:
+        out.append("Targets: " + "; ".join(f"{k}: {v}" for k, v in vers.items()) + ".")
+        out.append("")
+    out.append(f"{results.get('pinning', '')}. Each target runs 1 worker"
+               + (f" (--workers {results['workers']})" if results.get("workers") else "")
+               + "; nginx and HAProxy get generated configs (upstream keep-alive, access log "
+               "off, X-Forwarded-For/Proto like fastgate). Gateway CPU = utime+stime of every "
+               "process of the target (/proc/PID/stat) during the measurement window.")
+    out.append("")
+    s = results.get("settings", {})
+    out.append(f"Rounds: {s.get('rounds')} at the fixed rate, {s.get('max_rounds')} at max, "
+               f"targets interleaved (order rotated each round); {s.get('warmup')} s warm-up + "
+               f"{s.get('duration')} s measured each. Headline = median CPU µs per request at "
+               "the fixed offered rate; its ratio is the median of per-round ratios (± = half "
+               "the spread of the rounds). At saturation CPU/request moves with throughput "
+               "(batching), so the max columns are for throughput, not for cost.")
+    out.append("")
+    if results.get("smoke"):
+        out += ["**Smoke run** (tiny load, seconds): checks the harness, not performance.", ""]
+    out += ["## Summary", "", summary_table(results), ""]
+    for sc in results["scenarios"]:
+        out += [scenario_table(sc), ""]
+    out += ["Features named by scenarios: " + "; ".join(f"`{k}` = {v}" for k, v in FEATURES.items())
+            + ". n/a: needs X = the target rejected (fastgate: `fastgate check`) or cannot "
+            "express the scenario's config."]
+    return "\n".join(out) + "\n"
+
+
+def machine_line(m) -> str:
+    parts = [f"CPU: {m.get('cpu')} ({m.get('usable_cores')} usable of {m.get('cores')} cores)",
+             f"kernel {m.get('kernel')}", f"Python {m.get('python')}"]
+    if m.get("memory_gib"):
+        parts.append(f"{m['memory_gib']} GiB RAM")
+    for k in ("nginx", "haproxy", "wrk", "uvloop"):
+        if m.get(k):
+            parts.append(f"{k}: {m[k]}")
+    return "Machine: " + " · ".join(parts) + "."
+
+
+def plot(results, path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    scs = [s for s in results["scenarios"] if s["kind"] != "idle"]
+    names = results.get("targets", [])
+    if not scs or not names:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(1, len(names))
+    for i, n in enumerate(names):
+        cpu = [((s["targets"].get(n) or {}).get("rate") or {}).get("cpu_us_per_req") or 0
+               for s in scs]
+        mx = [((s["targets"].get(n) or {}).get("max") or {}).get("rps") or 0 for s in scs]
+        xs = [j + i * width for j in range(len(scs))]
+        axes[0].bar(xs, cpu, width, label=n)
+        axes[1].bar(xs, mx, width, label=n)
+    for ax, title in ((axes[0], "gateway CPU µs per request @ fixed rate (lower is better)"),
+                      (axes[1], "max requests/s, closed loop (higher is better)")):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(scs))])
+        ax.set_xticklabels([s["name"] for s in scs], rotation=15)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(results, outdir) -> dict:
+    os.makedirs(outdir, exist_ok=True)
+    paths = {"json": os.path.join(outdir, "results.json"),
+             "md": os.path.join(outdir, "results.md")}
+    with open(paths["json"], "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    with open(paths["md"], "w") as f:
+        f.write(markdown(results))
+    png = os.path.join(outdir, "results.png")
+    if plot(results, png):
+        paths["png"] = png
+    return paths
+
+
+def publish(md_path) -> str:
+    """Copy a run's table to results/latest.md (the machine description is in it)."""
+    dest = os.path.join(RESULTS, "latest.md")
+    shutil.copyfile(md_path, dest)
+    png = os.path.join(os.path.dirname(md_path), "results.png")
+    if os.path.exists(png):
+        shutil.copyfile(png, os.path.join(RESULTS, "latest.png"))
+    return dest

@@ -1,0 +1,624 @@
+"""Runs scenarios against targets: start, measure round by round, collect, stop.
+
+Per load scenario, every available target is started at once (all pinned to the gateway CPUs,
+each on its own port; an instance that is not being measured is idle) and then measured
+interleaved, the order rotated each round, so that drift on a shared machine hits all of them
+alike:
+
+  1. max phase   closed loop, ``max_rounds`` rounds: requests/s, latency and CPU/request at
+                 saturation (on 2 cores the load side saturates before nginx does).
+  2. rate phase  open loop at a fixed offered rate, ``rounds`` rounds: CPU microseconds per
+                 request and coordinated-omission-corrected latency. The headline figure is the
+                 median over rounds, and each ratio is the median of the per-round ratios.
+                 When a target's max throughput is below the scenario rate, the rate is
+                 lowered for all (and the table says so) so that every target is measured at
+                 the same offered load below its saturation.
+
+Gateway CPU is utime+stime (+ reaped children) from /proc/<pid>/stat of the whole process tree
+of the target, sampled at the edges of the measurement window.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import procs as P
+from benchmarks import stats
+from benchmarks.scenarios import Scenario
+from benchmarks.targets import TARGETS, HOST, NotApplicable, TargetError, free_port
+
+mono = time.monotonic
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class HarnessError(Exception):
+    pass
+
+
+class Context:
+    def __init__(self, tmp, upstream_port, workers=None, fastgate_cmd=None, nofile=1024):
+        self.nofile = nofile  # RLIMIT_NOFILE every started process inherits
+        self.tmp = tmp
+        self.upstream_port = upstream_port
+        self.workers = workers
+        self.fastgate_cmd = fastgate_cmd
+        self._jwt = None
+
+    def jwt(self):
+        if self._jwt is None:
+            from benchmarks.jwt_fixture import JwtFixture
+            self._jwt = JwtFixture(self.tmp)
+        return self._jwt
+
+
+class Settings:
+    def __init__(self, *, rounds=5, max_rounds=3, warmup=1.0, duration=3.0, procs=1,
+                 rate=None, connections=None, idle_connections=None, loadgen="bundled",
+                 smoke=False, log=print):
+        self.rounds = rounds
+        self.max_rounds = max_rounds
+        self.warmup = warmup
+        self.duration = duration
+        self.procs = procs
+        self.rate = rate
+        self.connections = connections
+        self.idle_connections = idle_connections
+        self.loadgen = loadgen
+        self.smoke = smoke
+        self.log = log
+
+
+# --- talking to load generator processes ---------------------------------------------------
+
+class LineReader:
+    """Line-at-a-time reads from a pipe with a deadline (a stuck child must not hang us)."""
+
+    def __init__(self, f):
+        self.fd = f.fileno()
+        self.buf = b""
+
+    def readline(self, timeout):
+        deadline = mono() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - mono()
+            if left <= 0:
+                raise HarnessError("load generator did not answer in time")
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    raise HarnessError("load generator exited")
+                self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode()
+
+
+class LoadGen:
+    """One bundled load generator process."""
+
+    def __init__(self, spec, cpus, logdir, tag):
+        log = os.path.join(logdir, f"loadgen-{tag}.log")
+        self.proc = P.Proc(f"loadgen-{tag}", [sys.executable, "-m", "benchmarks.loadgen"],
+                           cpus=cpus, log_path=log, stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, cwd=REPO,
+                           env=dict(os.environ, PYTHONPATH=_pythonpath()))
+        self.out = LineReader(self.proc.popen.stdout)
+        self._send(json.dumps(spec))
+
+    def _send(self, line):
+        self.proc.popen.stdin.write((line + "\n").encode())
+        self.proc.popen.stdin.flush()
+
+    def expect(self, word, timeout):
+        try:
+            line = self.out.readline(timeout)
+        except HarnessError as e:
+            raise HarnessError(f"{e}; its log: {self.proc.log_tail(10)}") from None
+        if not line.startswith(word):
+            raise HarnessError(f"load generator said {line[:200]!r}, expected {word}")
+        return line[len(word):].strip()
+
+    def go(self, t_start):
+        self._send(f"GO {t_start!r}")
+
+    def release(self):
+        self._send("RELEASE")
+
+    def result(self, timeout):
+        return json.loads(self.expect("", timeout))
+
+    def stop(self):
+        self.proc.stop(timeout=2.0)
+
+
+def _pythonpath():
+    pp = os.environ.get("PYTHONPATH")
+    return REPO + (os.pathsep + pp if pp else "")
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections, settings,
+                    load_cpus, tmp, ctx):
+    nproc = max(1, min(settings.procs, connections))
+    base = {"host": HOST, "port": prep.port, "request_head": request_head,
+            "body_size": sc.body_size, "expect_body": sc.expect_body, "mode": mode,
+            "warmup": settings.warmup, "duration": settings.duration, "timeout": sc.timeout,
+            "cpus": load_cpus, "procs": nproc,
+            "grace": min(sc.timeout, 5.0)}
+    gens = []
+    try:
+        for k in range(nproc):
+            share = connections // nproc + (1 if k < connections % nproc else 0)
+            spec = dict(base, connections=share, proc_index=k,
+                        rate=(rate / nproc) if rate else None)
+            gens.append(LoadGen(spec, load_cpus, tmp, f"{prep.target.name}-{sc.name}-{k}"))
+        connected = sum(int(g.expect("READY", 60.0)) for g in gens)
+        meter = P.CpuMeter([prep.proc.pid])
+        up_meter = P.CpuMeter([ctx.upstream_pid])
+        t_start = mono() + 0.05
+        for g in gens:
+            g.go(t_start)
+        _sleep_until(t_start + settings.warmup)
+        busy0 = P.cpu_busy_snapshot()
+        meter.start()
+        up_meter.start()
+        _sleep_until(t_start + settings.warmup + settings.duration)
+        cpu_s, wall = meter.stop()
+        up_s, _ = up_meter.stop()
+        busy1 = P.cpu_busy_snapshot()
+        results = [g.result(settings.duration + sc.timeout + 30.0) for g in gens]
+    finally:
+        for g in gens:
+            g.stop()
+    m = _combine(results, cpu_s, wall, settings.duration, sc, connected, connections, rate)
+    m["cpu_detail"] = meter.last
+    m["upstream_cpu_util"] = up_s / wall if wall else None
+    m["gateway_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.gw_cpus)
+    m["load_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.load_cpus)
+    return m
+
+
+def _combine(results, cpu_s, wall, duration, sc, connected, connections, rate):
+    count = sum(r["count"] for r in results)
+    errors: dict[str, int] = {}
+    for r in results:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    if connected < connections:
+        errors["not_connected"] = errors.get("not_connected", 0) + connections - connected
+    hist = stats.merge(r["hist"] for r in results)
+    lg_cpu = sum(r.get("loadgen_cpu", 0.0) for r in results)
+    m = {
+        "requests": count,
+        "rps": count / duration,
+        "offered_rps": rate,
+        "cpu_s": cpu_s,
+        "cpu_wall_s": wall,
+        "cpu_util": cpu_s / wall if wall else None,
+        "cpu_us_per_req": cpu_s * 1e6 / count if count else None,
+        "bytes_body": sum(r.get("bytes_body", 0) for r in results),
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "errors_outside_window": sum(r.get("errors_outside_window", 0) for r in results),
+        "reconnects": sum(r.get("reconnects", 0) for r in results),
+        "unsent": sum(r.get("unsent", 0) for r in results),
+        "unfinished": sum(r.get("unfinished", 0) for r in results),
+        "send_lag_mean_us": max((r.get("send_lag_mean", 0.0) for r in results), default=0) * 1e6,
+        "loadgen_cpu_util": lg_cpu / duration,
+        "latency": stats.summary(hist),
+    }
+    if sc.unit and count:
+        units = count * sc.units_per_request
+        m["cpu_us_per_unit"] = cpu_s * 1e6 / units
+    return m
+
+
+def measure_wrk(prep, sc, request_head, *, connections, settings, load_cpus, tmp):
+    from benchmarks import wrk
+    meter = P.CpuMeter([prep.proc.pid])
+    return wrk.run(prep, sc, request_head, connections=connections,
+                   duration=settings.warmup + settings.duration, cpus=load_cpus, tmp=tmp,
+                   meter=meter)
+
+
+def measure_idle(prep, sc, request_head, *, connections, settings, load_cpus, tmp):
+    nproc = max(1, min(settings.procs, connections))
+    root = prep.proc.pid
+    before = P.memory_kib(root)
+    gens = []
+    try:
+        for k in range(nproc):
+            share = connections // nproc + (1 if k < connections % nproc else 0)
+            spec = {"host": HOST, "port": prep.port, "request_head": request_head,
+                    "body_size": sc.body_size, "expect_body": sc.expect_body, "mode": "idle",
+                    "connections": share, "timeout": sc.timeout, "cpus": load_cpus}
+            gens.append(LoadGen(spec, load_cpus, tmp, f"{prep.target.name}-{sc.name}-{k}"))
+        connected = sum(int(g.expect("READY", 180.0)) for g in gens)
+        t_start = mono() + 0.05
+        for g in gens:
+            g.go(t_start)
+        held = sum(int(g.expect("HELD", 180.0)) for g in gens)
+        time.sleep(0.5)  # let lazily freed buffers settle
+        meter = P.CpuMeter([root])
+        meter.start()
+        time.sleep(min(2.0, settings.duration))
+        idle_cpu_s, wall = meter.stop()
+        during = P.memory_kib(root)
+        for g in gens:
+            g.release()
+        results = [g.result(60.0) for g in gens]
+    finally:
+        for g in gens:
+            g.stop()
+    errors: dict[str, int] = {}
+    for r in results:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    if connected < connections:
+        errors["not_connected"] = connections - connected
+    if held < connected:
+        errors["dropped_while_held"] = connected - held
+    return {
+        "connections": connections,
+        "connected": connected,
+        "held": held,
+        "rss_before_kib": before["rss_kib"],
+        "rss_held_kib": during["rss_kib"],
+        "hwm_kib": during["hwm_kib"],
+        "kib_per_conn": (during["rss_kib"] - before["rss_kib"]) / held if held else None,
+        "idle_cpu_util": idle_cpu_s / wall if wall else None,
+        "processes": during["processes"],
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "latency": stats.summary(stats.merge(r["hist"] for r in results)),
+    }
+
+
+def _sleep_until(t):
+    while True:
+        d = t - mono()
+        if d <= 0:
+            return
+        time.sleep(d)
+
+
+def _probe(prep, sc: Scenario, jwt_token):
+    """One real request through the target before measuring: catches a proxy that answers
+    but does not proxy (e.g. a 502 on every request) with a clear message."""
+    import http.client
+    headers = {"Host": "bench.local"}
+    for k, v in sc.headers:
+        headers[k] = v.replace("{jwt}", jwt_token or "")
+    body = b"x" * sc.body_size if sc.body_size else None
+    conn = http.client.HTTPConnection(HOST, prep.port, timeout=sc.timeout)
+    try:
+        conn.request(sc.method, sc.path, body=body, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise TargetError(f"probe request failed: {e!r}") from None
+    finally:
+        conn.close()
+    if r.status != 200:
+        raise TargetError(f"probe answered {r.status}: {data[:200]!r}")
+    if sc.expect_body is not None and len(data) != sc.expect_body:
+        raise TargetError(f"probe body {len(data)} bytes, expected {sc.expect_body}")
+
+
+# --- one scenario --------------------------------------------------------------------------
+
+def run_scenario(sc: Scenario, targets, ctx: Context, settings: Settings, load_cpus, gw_cpus):
+    log = settings.log
+    res = {"name": sc.name, "title": sc.title, "kind": sc.kind, "unit": sc.unit,
+           "features": list(sc.features), "method": sc.method, "path": sc.path,
+           "targets": {}, "notes": []}
+    jwt_token = None
+    if any("{jwt}" in v for _, v in sc.headers):
+        try:
+            jwt_token = ctx.jwt().token
+        except RuntimeError as e:
+            for t in targets:
+                res["targets"][t.name] = {"status": "n/a", "reason": str(e)}
+            return res
+    head = sc.request_head(jwt_token)
+    if sc.kind == "idle":
+        conns = settings.idle_connections or (sc.smoke_connections if settings.smoke
+                                              else sc.connections)
+    else:
+        conns = settings.connections or (sc.smoke_connections if settings.smoke
+                                         else sc.connections)
+    res["connections"] = conns
+    preps = []
+    for t in targets:
+        tr = res["targets"][t.name] = {"status": "ok"}
+        why = ctx.unavailable.get(t.name)
+        if why:
+            tr.update(status="n/a", reason=why)
+            continue
+        try:
+            preps.append(t.prepare(sc, conns))
+        except NotApplicable as e:
+            tr.update(status="n/a", reason=str(e))
+        except TargetError as e:
+            tr.update(status="error", reason=str(e))
+    running = []
+    try:
+        for prep in preps:
+            tr = res["targets"][prep.target.name]
+            try:
+                prep.target.start(prep, gw_cpus)
+                _probe(prep, sc, jwt_token)
+                running.append(prep)
+            except TargetError as e:
+                tr.update(status="error", reason=str(e))
+                log(f"  {prep.target.name}: ERROR {e}")
+                if prep.proc:
+                    prep.proc.stop()
+        if sc.kind == "idle":
+            for prep in running:
+                tr = res["targets"][prep.target.name]
+                _guard(tr, prep, lambda: tr.update(idle=measure_idle(
+                    prep, sc, head, connections=conns, settings=settings, load_cpus=load_cpus,
+                    tmp=ctx.tmp)))
+                if "idle" in tr:
+                    i = tr["idle"]
+                    log(f"  {prep.target.name:9s} idle: held {i['held']}/{conns}, RSS "
+                        f"{i['rss_before_kib'] / 1024:.1f} -> {i['rss_held_kib'] / 1024:.1f} MiB"
+                        f" ({i['kib_per_conn'] or 0:.2f} KiB/conn), errors {i['errors_total']}")
+        else:
+            _load_phases(sc, res, running, head, ctx, settings, load_cpus, conns)
+        for prep in running:
+            tr = res["targets"][prep.target.name]
+            if prep.proc and prep.proc.alive():
+                tr["memory"] = P.memory_kib(prep.proc.pid)
+            elif tr["status"] == "ok":
+                tr.update(status="error", reason=f"exited: {prep.proc.log_tail(5)}")
+    finally:
+        for prep in preps:
+            if prep.proc is not None:
+                prep.proc.stop()
+    return res
+
+
+def _guard(tr, prep, fn):
+    """Run one measurement; a target that dies or hangs becomes an error entry, not a crash."""
+    try:
+        fn()
+    except (HarnessError, TargetError) as e:
+        if prep.proc is not None and not prep.proc.alive():
+            tr.update(status="error", reason=f"died: {prep.proc.log_tail(5)}")
+        else:
+            tr.update(status="error", reason=str(e))
+
+
+def _load_phases(sc, res, running, head, ctx, settings, load_cpus, conns):
+    log = settings.log
+    res["loadgen"] = settings.loadgen
+    # max phase
+    for r in range(settings.max_rounds):
+        for prep in _rotate(running, r):
+            tr = res["targets"][prep.target.name]
+            if tr["status"] != "ok":
+                continue
+
+            def one():
+                if settings.loadgen == "wrk":
+                    m = measure_wrk(prep, sc, head, connections=conns, settings=settings,
+                                    load_cpus=load_cpus, tmp=ctx.tmp)
+                else:
+                    m = measure_bundled(prep, sc, head, mode="closed", rate=None,
+                                        connections=conns, settings=settings,
+                                        load_cpus=load_cpus, tmp=ctx.tmp, ctx=ctx)
+                tr.setdefault("max_rounds", []).append(m)
+                log(f"  max  r{r + 1} {prep.target.name:9s} {_line(m)}")
+            _guard(tr, prep, one)
+    for prep in running:
+        tr = res["targets"][prep.target.name]
+        if tr.get("max_rounds"):
+            tr["max"] = _summarize(tr["max_rounds"])
+    # choose the offered rate
+    if settings.smoke:
+        rate = sc.smoke_rate
+    elif settings.rate:
+        rate = settings.rate
+    else:
+        rate = sc.rate
+        maxes = [res["targets"][p.target.name].get("max", {}).get("rps") for p in running]
+        maxes = [m for m in maxes if m]
+        if maxes and min(maxes) < rate * 1.15:
+            lowered = max(1.0, _round_rate(0.8 * min(maxes)))
+            res["notes"].append(
+                f"offered rate lowered from {rate:g} to {lowered:g}/s: the slowest target's "
+                f"max was {min(maxes):.0f}/s")
+            rate = lowered
+    res["rate"] = rate
+    for r in range(settings.rounds):
+        for prep in _rotate(running, r):
+            tr = res["targets"][prep.target.name]
+            if tr["status"] != "ok":
+                continue
+
+            def one():
+                m = measure_bundled(prep, sc, head, mode="open", rate=rate, connections=conns,
+                                    settings=settings, load_cpus=load_cpus, tmp=ctx.tmp, ctx=ctx)
+                m["round"] = r
+                tr.setdefault("rate_rounds", []).append(m)
+                log(f"  rate r{r + 1} {prep.target.name:9s} {_line(m)}")
+            _guard(tr, prep, one)
+    for prep in running:
+        tr = res["targets"][prep.target.name]
+        if tr.get("rate_rounds"):
+            tr["rate"] = _summarize(tr["rate_rounds"])
+    res["ratios"] = _ratios(res, [p.target.name for p in running])
+
+
+def _round_rate(x):
+    for step in (1000, 100, 10, 1):
+        if x >= step * 5:
+            return float(int(x / step) * step)
+    return float(max(1, int(x)))
+
+
+def _rotate(items, r):
+    if not items:
+        return []
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def _line(m):
+    lat = m["latency"]
+    p50 = lat.get("p50_us")
+    p99 = lat.get("p99_us")
+    cpu = m.get("cpu_us_per_req")
+    return (f"{m['rps']:9.0f} req/s  cpu {cpu if cpu is not None else float('nan'):7.1f} us/req "
+            f"(util {m.get('cpu_util') or 0:4.2f})  p50 {_ms(p50)} p99 {_ms(p99)}  "
+            f"err {m['errors_total']}" + (f"  loadgen {m['loadgen_cpu_util']:.2f}"
+                                          if "loadgen_cpu_util" in m else "")
+            + (f" upstream {m['upstream_cpu_util']:.2f}" if m.get("upstream_cpu_util") is not None
+               else "")
+            + (f"  cpu busy load/gw {m['load_cpus_busy']:.2f}/{m['gateway_cpus_busy']:.2f}"
+               if m.get("gateway_cpus_busy") is not None else ""))
+
+
+def _ms(us):
+    return "   -   " if us is None else f"{us / 1000:6.2f}ms"
+
+
+def _summarize(rounds):
+    """Median over rounds of each figure; errors are summed."""
+    def med(key, sub=None):
+        vals = [(r.get(sub) or {}).get(key) if sub else r.get(key) for r in rounds]
+        return stats.median(vals)
+    out = {
+        "rounds": len(rounds),
+        "rps": med("rps"),
+        "cpu_us_per_req": med("cpu_us_per_req"),
+        "cpu_us_per_req_spread_pct": stats.spread([r.get("cpu_us_per_req") for r in rounds]),
+        "cpu_util": med("cpu_util"),
+        "cpu_us_per_unit": med("cpu_us_per_unit"),
+        "p50_us": med("p50_us", "latency"),
+        "p99_us": med("p99_us", "latency"),
+        "p999_us": med("p999_us", "latency"),
+        "errors_total": sum(r["errors_total"] for r in rounds),
+        "unsent": sum(r.get("unsent", 0) for r in rounds),
+        "loadgen_cpu_util": med("loadgen_cpu_util"),
+        "upstream_cpu_util": med("upstream_cpu_util"),
+        "load_cpus_busy": med("load_cpus_busy"),
+        "gateway_cpus_busy": med("gateway_cpus_busy"),
+        "rps_spread_pct": stats.spread([r.get("rps") for r in rounds]),
+    }
+    errs: dict[str, int] = {}
+    for r in rounds:
+        for k, v in r["errors"].items():
+            errs[k] = errs.get(k, 0) + v
+    out["errors"] = errs
+    offered = rounds[0].get("offered_rps")
+    if offered:
+        out["offered_rps"] = offered
+        out["saturated"] = out["rps"] is not None and out["rps"] < 0.97 * offered
+    return out
+
+
+def _ratios(res, names):
+    """subject/other for each pair, subject = first running target: the median over rounds of
+    the per-round ratio of CPU/request (rate phase), plus plain ratios of the medians."""
+    out = {}
+    if len(names) < 2:
+        return out
+    subj = names[0]
+    st = res["targets"][subj]
+    for other in names[1:]:
+        ot = res["targets"][other]
+        per_round = []
+        by_round = {m["round"]: m for m in ot.get("rate_rounds", [])}
+        for m in st.get("rate_rounds", []):
+            o = by_round.get(m["round"])
+            if o and m.get("cpu_us_per_req") and o.get("cpu_us_per_req"):
+                per_round.append(m["cpu_us_per_req"] / o["cpu_us_per_req"])
+        out[f"{subj}/{other}"] = {
+            "cpu_per_req_rate": stats.median(per_round),
+            "cpu_per_req_rate_rounds": per_round,
+            "cpu_per_req_rate_spread_pct": stats.spread(per_round),
+            "max_rps": _div(st.get("max", {}).get("rps"), ot.get("max", {}).get("rps")),
+        }
+    return out
+
+
+def _div(a, b):
+    return a / b if a is not None and b else None
+
+
+# --- the whole run -------------------------------------------------------------------------
+
+def run(scenarios, target_names, settings: Settings, *, workers=None, fastgate_cmd=None):
+    log = settings.log
+    load_cpus, gw_cpus, pin_note = P.cpu_split()
+    if load_cpus:
+        os.sched_setaffinity(0, load_cpus)
+    nofile = P.raise_nofile()
+    tmp = tempfile.mkdtemp(prefix="fastgate-bench-")
+    results = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pinning": pin_note,
+               "nofile": nofile, "settings": {k: v for k, v in vars(settings).items()
+                                              if k != "log"},
+               "workers": workers, "scenarios": []}
+    log(f"pinning: {pin_note}; RLIMIT_NOFILE {nofile}; temp dir {tmp}")
+    idle_need = max([settings.idle_connections or s.connections for s in scenarios
+                     if s.kind == "idle"] or [0])
+    if idle_need and not settings.smoke and nofile < idle_need + 1024:
+        results["nofile_note"] = (f"RLIMIT_NOFILE {nofile} is below {idle_need + 1024}: the idle "
+                                  f"scenario may fail to open its connections")
+    prev = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def _bail(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    for s in prev:
+        signal.signal(s, _bail)
+    try:
+        up_port = free_port()
+        upstream = P.Proc("upstream", [sys.executable, "-m", "benchmarks.upstream", "--port",
+                                       str(up_port)], cpus=load_cpus,
+                          log_path=os.path.join(tmp, "upstream.log"), cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=_pythonpath()))
+        from benchmarks.targets import wait_port
+        wait_port(up_port, upstream, 15.0)
+        ctx = Context(tmp, up_port, workers=workers, fastgate_cmd=fastgate_cmd, nofile=nofile)
+        ctx.upstream_pid = upstream.pid
+        ctx.load_cpus, ctx.gw_cpus = load_cpus, gw_cpus
+        targets = [TARGETS[n](ctx) for n in target_names]
+        ctx.unavailable = {}
+        results["versions"] = {}
+        for t in targets:
+            why = t.availability()
+            if why:
+                ctx.unavailable[t.name] = why
+                log(f"{t.name}: n/a ({why})")
+            else:
+                results["versions"][t.name] = t.version()
+        results["targets"] = target_names
+        for sc in scenarios:
+            log(f"== {sc.name}: {sc.title}")
+            t0 = mono()
+            r = run_scenario(sc, targets, ctx, settings, load_cpus, gw_cpus)
+            r["elapsed_s"] = mono() - t0
+            results["scenarios"].append(r)
+            for name, tr in r["targets"].items():
+                if tr["status"] != "ok":
+                    log(f"  {name}: {tr['status']}: {tr.get('reason', '')}")
+            if not upstream.alive():
+                raise HarnessError(f"built-in upstream died: {upstream.log_tail(10)}")
+    finally:
+        for s, h in prev.items():
+            signal.signal(s, h)
+        P.stop_all()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return results

@@ -1,0 +1,77 @@
+"""Scenarios: what load to offer and what the gateway must do. Adding one is one declaration.
+
+    Scenario("name", "Title", path="/tiny", features=("jwt_rs256",), rate=9000)
+
+``features`` are gateway capabilities beyond plain proxying (see FEATURES). Every target maps
+them onto its own config; one that cannot is reported "n/a: needs <feature>". For fastgate
+the generated config goes through ``fastgate check`` first, so a scenario whose features have
+not landed yet is skipped until they do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmarks.upstream import sse_body_bytes
+
+FEATURES = {
+    "jwt_rs256": "JWT (RS256) authentication, the same token on every request",
+    "rate_limit": "a per-consumer/IP rate limit high enough never to trip",
+    "metrics": "metrics collection on (fastgate: admin listener)",
+    "request_id": "X-Request-ID generated, forwarded and echoed",
+}
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    method: str = "GET"
+    path: str = "/tiny"
+    headers: tuple = ()             # (name, value); "{jwt}" in a value is the bench token
+    body_size: int = 0              # request body bytes (Content-Length)
+    expect_body: int | None = 2     # response body bytes every answer must have
+    features: tuple = ()            # keys of FEATURES
+    kind: str = "load"              # "load" | "idle"
+    connections: int = 64
+    rate: float = 9000.0            # offered requests/s of the fixed-rate (headline) phase
+    unit: str | None = None         # second cost unit: "MiB" | "event"
+    units_per_request: float = 1.0
+    smoke_connections: int = 4
+    smoke_rate: float = 200.0
+    timeout: float = 10.0           # a request without an answer by then is an error
+
+    def request_head(self, jwt_token: str | None = None) -> str:
+        lines = [f"{self.method} {self.path} HTTP/1.1", "Host: bench.local",
+                 "User-Agent: fastgate-bench", "Accept: */*"]
+        for k, v in self.headers:
+            if "{jwt}" in v:
+                if jwt_token is None:
+                    raise ValueError("scenario needs a JWT token")
+                v = v.replace("{jwt}", jwt_token)
+            lines.append(f"{k}: {v}")
+        if self.body_size or self.method in ("POST", "PUT", "PATCH"):
+            lines += ["Content-Type: application/octet-stream", f"Content-Length: {self.body_size}"]
+        return "\r\n".join(lines) + "\r\n\r\n"
+
+
+SSE_EVENTS = 20
+
+SCENARIOS = [
+    Scenario("passthrough", "Passthrough, tiny responses"),
+    Scenario("full_chain", "Full chain: JWT RS256 + rate limit + metrics + request ids",
+             headers=(("Authorization", "Bearer {jwt}"),),
+             features=("jwt_rs256", "rate_limit", "metrics", "request_id")),
+    Scenario("body_1mib", "1 MiB request and 1 MiB response bodies", method="POST",
+             path=f"/bytes/{MIB}", body_size=MIB, expect_body=MIB, connections=8, rate=150,
+             unit="MiB", units_per_request=2.0, smoke_connections=2, smoke_rate=20, timeout=30),
+    Scenario("idle_10k", "10,000 idle keep-alive connections", kind="idle", connections=10000,
+             smoke_connections=200, timeout=30),
+    Scenario("sse", f"SSE streams, {SSE_EVENTS} events 5 ms apart",
+             path=f"/sse?n={SSE_EVENTS}&gap_ms=5", expect_body=sse_body_bytes(SSE_EVENTS),
+             connections=64, rate=400, unit="event", units_per_request=SSE_EVENTS,
+             smoke_rate=20, timeout=30),
+]
+
+BY_NAME = {s.name: s for s in SCENARIOS}

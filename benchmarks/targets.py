@@ -1,0 +1,423 @@
+"""The proxies under test: fastgate, nginx, HAProxy.
+
+Each target turns a scenario into a config of its own (in the run's temp dir, never a system
+config), starts one instance pinned to the gateway CPUs and says when it is ready. A scenario
+names the gateway features it needs (see ``scenarios.FEATURES``); a target that cannot
+provide one raises ``NotApplicable`` and the table shows "n/a: needs <feature>". For fastgate
+that decision is not hard-coded: its generated config is given to ``fastgate check`` and a
+rejection means the feature has not landed yet, so scenarios light up by themselves.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from benchmarks.procs import Proc
+
+HOST = "127.0.0.1"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROUTE_PATHS = ["/tiny", "/health", "/bytes/*", "/sse"]
+MAX_BODY = 64 << 20
+# 10,000 idle connections plus headroom: every generated config raises its connection cap
+MAX_CONNECTIONS = 20000
+
+
+class NotApplicable(Exception):
+    """The target cannot run this scenario; str() is the reason shown in the table."""
+
+
+class TargetError(Exception):
+    """The target failed on a scenario it should support (counts as a gateway error)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: Proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise TargetError(f"{proc.name} exited with {proc.popen.returncode}: "
+                              f"{_tail(proc)}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TargetError(f"{proc.name} not accepting on {port} after {timeout:.0f}s: "
+                      f"{_tail(proc)}")
+
+
+class Prepared:
+    def __init__(self, target, scenario, port, argv, workdir, env=None):
+        self.target = target
+        self.scenario = scenario
+        self.port = port
+        self.argv = argv
+        self.workdir = workdir
+        self.env = env
+        self.proc: Proc | None = None
+
+
+class Target:
+    name = "?"
+
+    def __init__(self, ctx):
+        self.ctx = ctx  # benchmarks.runner.Context: tmp dir, upstream port, fixtures, workers
+
+    def availability(self) -> str | None:
+        """None when usable, else the reason it is not."""
+        raise NotImplementedError
+
+    def version(self) -> str:
+        return ""
+
+    def prepare(self, scenario, connections) -> Prepared:
+        """Config for scenario with this many client connections."""
+        raise NotImplementedError
+
+    def start(self, prep: Prepared, cpus) -> Proc:
+        log = os.path.join(prep.workdir, "stderr.log")
+        prep.proc = Proc(f"{self.name}[{prep.scenario.name}]", prep.argv, cpus=cpus,
+                         log_path=log, env=prep.env, cwd=prep.workdir)
+        self.wait_ready(prep)
+        return prep.proc
+
+    def wait_ready(self, prep: Prepared):
+        wait_port(prep.port, prep.proc, 15.0)
+
+    def _workdir(self, scenario) -> str:
+        d = os.path.join(self.ctx.tmp, f"{self.name}-{scenario.name}")
+        os.makedirs(d, exist_ok=True)
+        return d
+
+
+# --- fastgate -------------------------------------------------------------------------------
+
+class Fastgate(Target):
+    name = "fastgate"
+
+    def _cmd(self):
+        if self.ctx.fastgate_cmd:
+            return list(self.ctx.fastgate_cmd)
+        return [sys.executable, "-m", "fastgate"]
+
+    def _env(self):
+        # the checkout's fastgate, whether or not it is pip-installed into this python
+        pp = os.environ.get("PYTHONPATH")
+        return dict(os.environ, PYTHONPATH=REPO + (os.pathsep + pp if pp else ""))
+
+    def availability(self):
+        try:
+            r = subprocess.run(self._cmd() + ["--help"], capture_output=True, timeout=30,
+                               env=self._env(), cwd=self.ctx.tmp)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"fastgate not runnable: {e}"
+        if r.returncode != 0:
+            last = (r.stderr or r.stdout).decode("utf-8", "replace").strip().splitlines()
+            return "fastgate not runnable: " + (last[-1] if last else f"exit {r.returncode}")
+        return None
+
+    def version(self):
+        try:
+            r = subprocess.run([sys.executable, "-c", "import fastgate;print(fastgate.__version__)"],
+                               capture_output=True, timeout=30, text=True, env=self._env(),
+                               cwd=self.ctx.tmp)
+            v = r.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            v = ""
+        commit = _git_commit()
+        return f"fastgate {v or '?'}" + (f" ({commit})" if commit else "")
+
+    def config(self, scenario, port):
+        route = {"name": "bench", "paths": ROUTE_PATHS, "upstream": "bench"}
+        cfg = {
+            "listeners": [{"bind": f"{HOST}:{port}"}],
+            "limits": {"max_connections": MAX_CONNECTIONS, "keepalive_timeout_s": 300,
+                       "max_body_bytes": MAX_BODY},
+            "upstreams": {"bench": {"targets": [{"url": f"http://{HOST}:{self.ctx.upstream_port}"}],
+                                    "keepalive": 256}},
+            "routes": [route],
+            "logging": {"access_log": "off"},
+        }
+        feats = scenario.features
+        if "jwt_rs256" in feats:
+            jwt = self.ctx.jwt()
+            cfg["auth"] = {"bench-jwt": {"type": "jwt", "issuer": jwt.issuer,
+                                         "audiences": [jwt.audience], "algorithms": ["RS256"],
+                                         "jwks_file": jwt.jwks_path}}
+            cfg["consumers"] = [{"name": "bench", "jwt_subjects": [jwt.subject]}]
+            route["auth"] = {"using": ["bench-jwt"]}
+        if "rate_limit" in feats:
+            by = "consumer" if "jwt_rs256" in feats else "ip"
+            route["rate_limits"] = [{"limit": 1_000_000_000, "per": "second",
+                                     "burst": 1_000_000_000, "by": by, "scope": "local"}]
+        if "metrics" in feats:
+            cfg["admin"] = {"bind": f"{HOST}:{free_port()}", "token": "bench-admin-token"}
+        # request_id: always on in fastgate (SPEC: X-Request-ID generated and echoed)
+        return cfg
+
+    def prepare(self, scenario, connections):
+        wd = self._workdir(scenario)
+        port = free_port()
+        path = os.path.join(wd, "fastgate.yaml")
+        _write_yaml(path, self.config(scenario, port))
+        try:
+            r = subprocess.run(self._cmd() + ["check", "-c", path], capture_output=True,
+                               timeout=60, text=True, cwd=wd, env=self._env())
+        except subprocess.TimeoutExpired:
+            raise TargetError("fastgate check timed out") from None
+        if r.returncode == 2:
+            errors = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+            need = ", ".join(scenario.features) or "its config"
+            raise NotApplicable(f"needs {need}" + (f" ({errors[0].strip()})" if errors else ""))
+        if r.returncode != 0:
+            tail = (r.stderr or r.stdout).strip().splitlines()
+            raise TargetError(f"fastgate check exit {r.returncode}: {tail[-1] if tail else ''}")
+        argv = self._cmd() + ["run", "-c", path]
+        if self.ctx.workers:
+            argv += ["--workers", str(self.ctx.workers)]
+        return Prepared(self, scenario, port, argv, wd, env=self._env())
+
+    def wait_ready(self, prep):
+        # fastgate says "listening on ADDR" on stderr per listener when it is ready
+        deadline = time.monotonic() + 30.0
+        log = os.path.join(prep.workdir, "stderr.log")
+        while time.monotonic() < deadline:
+            try:
+                with open(log, "rb") as f:
+                    if b"listening on" in f.read():
+                        break
+            except OSError:
+                pass
+            if not prep.proc.alive():
+                raise TargetError(f"fastgate exited with {prep.proc.popen.returncode}: "
+                                  f"{_tail(prep.proc)}")
+            time.sleep(0.05)
+        else:
+            raise TargetError(f"fastgate did not log 'listening on' in 30s: {_tail(prep.proc)}")
+        wait_port(prep.port, prep.proc, 10.0)
+
+
+def _write_yaml(path, cfg):
+    try:
+        import yaml
+    except ImportError:  # JSON is valid YAML
+        text = json.dumps(cfg, indent=2)
+    else:
+        text = yaml.safe_dump(cfg, sort_keys=False)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _git_commit():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        r = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+# --- nginx ----------------------------------------------------------------------------------
+
+class Nginx(Target):
+    name = "nginx"
+
+    def binary(self):
+        return shutil.which("nginx") or next(
+            (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)),
+            None)
+
+    def availability(self):
+        return None if self.binary() else "nginx not installed"
+
+    def version(self):
+        r = subprocess.run([self.binary(), "-v"], capture_output=True, text=True)
+        return (r.stderr or r.stdout).strip().replace("nginx version: ", "")
+
+    def config(self, scenario, port, wd):
+        w = self.ctx.workers or 1
+        http_extra, loc_extra, server_extra = [], [], []
+        feats = scenario.features
+        if "jwt_rs256" in feats:
+            raise NotApplicable("needs jwt_rs256 (nginx open source has no JWT validation)")
+        if "rate_limit" in feats:
+            http_extra.append("limit_req_zone $binary_remote_addr zone=bench:10m rate=1000000r/s;")
+            loc_extra.append("limit_req zone=bench burst=1000000 nodelay;")
+        if "metrics" in feats:
+            server_extra.append("location = /nginx_status { stub_status; }")
+        if "request_id" in feats:
+            loc_extra.append("proxy_set_header X-Request-ID $request_id;")
+            loc_extra.append("add_header X-Request-ID $request_id always;")
+        tmp = lambda n: os.path.join(wd, n)  # noqa: E731
+        return f"""
+worker_processes {w};
+daemon off;
+master_process on;
+user root;
+pid {tmp('nginx.pid')};
+error_log {tmp('error.log')} warn;
+worker_rlimit_nofile {self.ctx.nofile};
+events {{ worker_connections {max(1024, min(MAX_CONNECTIONS * 2, self.ctx.nofile - 100))}; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp('client_body')};
+    proxy_temp_path {tmp('proxy')};
+    fastcgi_temp_path {tmp('fastcgi')};
+    uwsgi_temp_path {tmp('uwsgi')};
+    scgi_temp_path {tmp('scgi')};
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    client_max_body_size {MAX_BODY};
+    # stream bodies both ways instead of spooling them to temp files
+    proxy_request_buffering off;
+    proxy_max_temp_file_size 0;
+    # the 4k/8k default buffers cost a syscall pair per page on 1 MiB bodies; a deployment
+    # that proxies large bodies raises them, so the comparison does too
+    client_body_buffer_size 128k;
+    proxy_buffer_size 16k;
+    proxy_buffers 16 64k;
+    proxy_busy_buffers_size 128k;
+    {' '.join(http_extra)}
+    upstream bench {{
+        server {HOST}:{self.ctx.upstream_port};
+        keepalive 256;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen {HOST}:{port} backlog=4096;
+        {' '.join(server_extra)}
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            {' '.join(loc_extra)}
+        }}
+    }}
+}}
+"""
+
+    def prepare(self, scenario, connections):
+        wd = self._workdir(scenario)
+        port = free_port()
+        path = os.path.join(wd, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(self.config(scenario, port, wd))
+        r = subprocess.run([self.binary(), "-t", "-p", wd, "-c", path, "-e",
+                            os.path.join(wd, "error.log")], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise TargetError("nginx -t: " + r.stderr.strip().splitlines()[-1])
+        return Prepared(self, scenario, port,
+                        [self.binary(), "-p", wd, "-c", path, "-e", os.path.join(wd, "error.log")],
+                        wd)
+
+
+# --- HAProxy --------------------------------------------------------------------------------
+
+class Haproxy(Target):
+    name = "haproxy"
+
+    def binary(self):
+        return shutil.which("haproxy") or next(
+            (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)),
+            None)
+
+    def availability(self):
+        return None if self.binary() else "haproxy not installed"
+
+    def version(self):
+        r = subprocess.run([self.binary(), "-v"], capture_output=True, text=True)
+        first = r.stdout.strip().splitlines()[0] if r.stdout.strip() else "?"
+        return " ".join(first.split()[:3])
+
+    def maxconn(self):
+        # haproxy refuses to start when 2*maxconn + its own fds exceed RLIMIT_NOFILE
+        return min(MAX_CONNECTIONS, (self.ctx.nofile - 200) // 2)
+
+    def config(self, scenario, port, wd):
+        threads = self.ctx.workers or 1
+        fe = []
+        feats = scenario.features
+        if "request_id" in feats:
+            fe += ["unique-id-format %{+X}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid",
+                   "unique-id-header X-Request-ID",
+                   "http-response set-header X-Request-ID %[unique-id]"]
+        if "jwt_rs256" in feats:
+            jwt = self.ctx.jwt()
+            # HAProxy verifies the signature on every request (it has no verified-token cache)
+            fe += ["http-request set-var(txn.bearer) http_auth_bearer",
+                   "http-request set-var(txn.now) date()",
+                   f'http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify("RS256","{jwt.public_pem_path}") -m int 1 }}',
+                   f"http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_payload_query('$.iss') -m str {jwt.issuer} }}",
+                   f"http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_payload_query('$.aud') -m str {jwt.audience} }}",
+                   "http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')",
+                   "http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }",
+                   "http-request set-header X-User-Id %[var(txn.bearer),jwt_payload_query('$.sub')]"]
+        if "rate_limit" in feats:
+            fe += ["stick-table type ip size 100k expire 30s store http_req_rate(1s)",
+                   "http-request track-sc0 src",
+                   "http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1000000000 }"]
+        if "metrics" in feats:
+            # counters are always on in HAProxy; this exposes them like fastgate's admin API
+            fe += ["stats enable", "stats uri /haproxy_stats"]
+        fe_text = "\n    ".join(fe)
+        return f"""
+global
+    nbthread {threads}
+    maxconn {self.maxconn()}
+    tune.maxrewrite 1024
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+    maxconn {self.maxconn()}
+frontend bench
+    bind {HOST}:{port} backlog 4096
+    http-request set-header X-Forwarded-Proto http
+    {fe_text}
+    default_backend bench
+backend bench
+    server up {HOST}:{self.ctx.upstream_port} pool-max-conn 256 pool-purge-delay 300s
+"""
+
+    def prepare(self, scenario, connections):
+        if connections > self.maxconn():
+            raise NotApplicable(
+                f"HAProxy reserves 2 fds per connection: maxconn {self.maxconn()} is all "
+                f"RLIMIT_NOFILE {self.ctx.nofile} allows, {connections:,} needed")
+        wd = self._workdir(scenario)
+        port = free_port()
+        path = os.path.join(wd, "haproxy.cfg")
+        with open(path, "w") as f:
+            f.write(self.config(scenario, port, wd))
+        r = subprocess.run([self.binary(), "-c", "-q", "-f", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            msg = (r.stderr or r.stdout).strip().splitlines()
+            raise TargetError("haproxy -c: " + (msg[-1] if msg else f"exit {r.returncode}"))
+        return Prepared(self, scenario, port, [self.binary(), "-db", "-f", path], wd)
+
+
+TARGETS = {"fastgate": Fastgate, "nginx": Nginx, "haproxy": Haproxy}
+
+
+def _tail(proc, n=3):
+    return " | ".join(ln.strip() for ln in proc.log_tail(n).splitlines() if ln.strip())
