@@ -541,7 +541,10 @@ class _Builder:
 
     # top level ------------------------------------------------------------------------------
     def config(self, d: dict, raw: dict) -> S.Config:
-        o = Obj(self.e, (), d, TOP_KEYS)
+        # Top-level "x-..." keys are ignored: the docker-compose convention for holding YAML
+        # anchors (`x-timeouts: &t {...}` then `<<: *t`). They cannot be typos of real keys.
+        o = Obj(self.e, (), d, TOP_KEYS + tuple(k for k in d if isinstance(k, str)
+                                                and k.startswith("x-")))
         # Order matters only for cross references: routes look at everything before them.
         self.listeners_cfg = listeners = o.get("listeners", self.listeners) or []
         admin = o.get("admin", self.admin, None)

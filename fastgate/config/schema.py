@@ -7,7 +7,8 @@ form the parsed parts sit beside the original (``bind`` + ``host``/``port``, ``p
 ``per_s``, ``by`` + ``by_kind``/``by_name``). Durations are float seconds for ``*_s`` keys and
 int milliseconds for ``*_ms`` keys. "None" below always means "the key was absent".
 
-Config                          the whole file
+Config                          the whole file (top-level keys starting with "x-" are ignored:
+                                a place for YAML anchors, as in docker-compose)
   listeners: list[Listener]       at least one
   admin: Admin | None
   drain_timeout_s: float          20

@@ -408,3 +408,20 @@ def test_config_error_is_exception_with_lines():
     with pytest.raises(ConfigError) as info:
         parse_config("listeners: []\nfoo: 1\n", {})
     assert str(info.value) == "listeners: at least one listener is required\nfoo: unknown key"
+
+
+def test_yaml_anchors_merge_keys_and_x_keys():
+    c = ok("""
+        listeners: [{bind: 127.0.0.1:8080}]
+        x-timeouts: &t {connect_timeout_s: 1, read_timeout_s: 2}
+        upstreams:
+          a: {<<: *t, targets: ["http://h"], read_timeout_s: 5}
+          b: &b {targets: ["http://h2"]}
+          c: *b
+    """)
+    a = c.upstreams["a"]
+    assert (a.connect_timeout_s, a.read_timeout_s) == (1, 5)
+    assert c.upstreams["c"].targets == c.upstreams["b"].targets
+    assert "x-timeouts" in c.raw
+    assert errors_of("listeners: [{bind: 127.0.0.1:8080, x-note: 1}]") == [
+        "listeners[0].x-note: unknown key"]
