@@ -84,6 +84,7 @@ class ClientProtocol(asyncio.Protocol):
         self.resume_pending = False
         self.client_ip = ""
         self.client_port = 0
+        self.peer_cert = None           # verified client certificate (TLS listeners)
         self._reset_exchange()
 
     def _reset_exchange(self):
@@ -116,6 +117,8 @@ class ClientProtocol(asyncio.Protocol):
         if peer:
             self.client_ip = peer[0]
             self.client_port = peer[1]
+        if self.tls:
+            self.peer_cert = transport.get_extra_info("peercert") or None
         limits = gw.snapshot.limits
         if not gw.admit_connection(self):
             transport.write(build_response(
@@ -236,6 +239,7 @@ class ClientProtocol(asyncio.Protocol):
         ctx.client_ip = self.client_ip
         ctx.client_port = self.client_port
         ctx.tls = self.tls
+        ctx.peer_cert = self.peer_cert
         ctx.bytes_in = head.head_bytes
         ctx.request_id = request_id_from(head.get(b"x-request-id"))
         self.ctx = ctx
