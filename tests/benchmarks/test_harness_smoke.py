@@ -1,0 +1,55 @@
+"""The load harness end to end: `python -m benchmarks --smoke` against nginx (as CI runs it)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _nginx():
+    return shutil.which("nginx") or (os.access("/usr/sbin/nginx", os.X_OK) and "/usr/sbin/nginx")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not _nginx(), reason="nginx is not installed")
+def test_smoke_against_nginx(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--targets", "nginx",
+                        "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                       timeout=110, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    by = {s["name"]: s for s in res["scenarios"]}
+    assert set(by) == {"passthrough", "full_chain", "body_1mib", "idle_10k", "sse"}
+    # nginx open source has no JWT validation: reported, not failed
+    assert by["full_chain"]["targets"]["nginx"]["status"] == "n/a"
+    assert "needs jwt_rs256" in by["full_chain"]["targets"]["nginx"]["reason"]
+    for name in ("passthrough", "body_1mib", "sse"):
+        t = by[name]["targets"]["nginx"]
+        assert t["status"] == "ok", t
+        for phase in ("max", "rate"):
+            assert t[phase]["errors_total"] == 0
+            assert t[phase]["rps"] > 0
+            assert t[phase]["cpu_us_per_req"] > 0
+            assert t[phase]["p50_us"] > 0
+        assert t["memory"]["hwm_kib"] > 0
+    idle = by["idle_10k"]["targets"]["nginx"]["idle"]
+    assert idle["held"] == idle["connections"] == 200
+    assert idle["errors_total"] == 0
+    md = (out / "results.md").read_text()
+    assert "| passthrough |" in md and "n/a: needs jwt_rs256" in md
+    # everything the harness started (configs live in its temp dir under TMPDIR) was stopped
+    assert not list(tmp_path.glob("fastgate-bench-*"))
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+
+
+def test_unknown_target_is_a_usage_error():
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "--targets", "envoy"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "unknown target" in r.stderr
