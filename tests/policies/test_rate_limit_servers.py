@@ -6,6 +6,7 @@ redis_server, redis_cluster  # noqa: F401``.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,6 +26,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A port whose cluster bus port (port + 10000) is free as well, below the kernel's
+    ephemeral range so neither is likely to be taken meanwhile."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a redis cluster node")
 
 
 def _command(port: int, *args: bytes, timeout: float = 1.0) -> bytes:
@@ -50,7 +70,7 @@ class RedisServer:
     def __init__(self, workdir, port: int | None = None, cluster: bool = False):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
-        self.port = port or free_port()
+        self.port = port or (free_cluster_port() if cluster else free_port())
         self.cluster = cluster
         self.proc = None
 
@@ -61,16 +81,18 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> "RedisServer":
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
                "--save", "", "--appendonly", "no", "--dir", self.workdir,
-               "--protected-mode", "no", "--loglevel", "warning"]
+               "--protected-mode", "no", "--loglevel", "warning",
+               "--logfile", os.path.join(self.workdir, f"redis-{self.port}.log")]
         if self.cluster:
             cmd += ["--cluster-enabled", "yes",
                     "--cluster-config-file", f"nodes-{self.port}.conf",
                     "--cluster-node-timeout", "2000"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("redis-server exited: " + self.proc.stderr.read().decode())
+                self.proc = None
+                raise RuntimeError("redis-server exited: " + self.log())
             try:
                 if _command(self.port, b"PING").startswith(b"+PONG"):
                     return self
@@ -79,6 +101,13 @@ class RedisServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server on {self.port} did not start")
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.workdir, f"redis-{self.port}.log")) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return "(no log)"
 
     def command(self, *args: bytes) -> bytes:
         return _command(self.port, *args)
@@ -108,8 +137,6 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
         self.proc = None
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 
 log = logging.getLogger("fastgate.rate_limit")
@@ -48,6 +49,7 @@ BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
 
 OK, DENY, WAIT, ERROR = 0, 1, 2, 3
+EPS = 1e-9               # float slack when comparing token counts
 
 # KEYS[1] bucket. ARGV: rate (tokens/us), burst, want, need (smallest grant worth having),
 # back (unused leased tokens returned), debt (usage charged after the fact).
@@ -76,7 +78,7 @@ tokens = tokens + back
 if tokens > burst then tokens = burst end
 tokens = tokens - debt
 local grant = 0
-if want > 0 and tokens >= need then
+if want > 0 and tokens + 1e-9 >= need then
   grant = want
   if grant > tokens then grant = tokens end
   tokens = tokens - grant
@@ -135,8 +137,10 @@ class Lease:
         self.last_used = now
         if may_wait:
             self.demand += need
-        if self.avail >= need:
+        if self.avail >= need - EPS:
             return OK
+        if now < self.not_before:
+            return DENY         # Redis said dry until then; that holds even while it is down
         lim = self.limiter
         if not lim.healthy:
             lim.maybe_probe(self, now, need)
@@ -145,16 +149,17 @@ class Lease:
             return WAIT if may_wait else DENY
         if not may_wait:
             return ERROR if self.failed else DENY
-        if now < self.not_before:
-            return DENY
         self.fetch(now, need)
         return WAIT
 
     def consume(self, need: float, now: float) -> None:
         self.avail -= need
+        # Refill in the background before the lease runs dry; not for small buckets, where
+        # even one token held ahead would be more than BATCH_FRACTION of the burst (their
+        # admitted requests each wait for a round trip; their refusals still do not).
         if (self.avail < self.target * 0.5 and self.task is None and now >= self.not_before
-                and self.limiter.healthy):
-            self.fetch(now, need)   # refill in the background before the lease runs dry
+                and self.burst * BATCH_FRACTION >= 1.0 and self.limiter.healthy):
+            self.fetch(now, need)
 
     def debit(self, amount: float, now: float) -> None:
         """Charge usage known only afterwards (AI tokens); what the lease lacks becomes debt
@@ -197,11 +202,11 @@ class Lease:
             want = target - self.avail
             if want < need - self.avail:
                 want = need - self.avail
+            # Whole tokens: fractions would leave leases a hair short of a request forever.
+            want = float(math.ceil(want - EPS)) if want > EPS else 0.0
             back = 0.0
             if want <= 0.0 and self.debt <= 0.0:
                 return
-            if want < 0.0:
-                want = 0.0
         self.task = self.limiter.loop().create_task(self._fetch(want, need, back))
 
     async def _fetch(self, want: float, need: float, back: float) -> None:
@@ -377,14 +382,18 @@ class ClusterLimiter:
         """Hand unused leased tokens back (best effort, bounded), then disconnect."""
         if self._closed:
             return
+        self._sweeping = True      # no new sweeps
         if self._client is not None and self.healthy:
-            returns = [l for l in self.leases.values()
-                       if (l.avail > 0.0 or l.debt > 0.0) and l.task is None]
-            for l in returns:
-                l.fetch(self.clock(), 0.0, give_back=True)
-            pending = [l.task for l in self.leases.values() if l.task is not None]
-            if pending:
-                await asyncio.wait(pending, timeout=self.timeout_s * 2)
+            # Fetches in flight land first, then everything held goes back in one round.
+            for _ in range(2):
+                pending = [l.task for l in self.leases.values() if l.task is not None]
+                if pending:
+                    await asyncio.wait(pending, timeout=self.timeout_s * 2)
+                if not self.healthy:
+                    break
+                for l in self.leases.values():
+                    if (l.avail > 0.0 or l.debt > 0.0) and l.task is None:
+                        l.fetch(self.clock(), 0.0, give_back=True)
         self._closed = True
         client, self._client = self._client, None
         if client is not None:
