@@ -28,9 +28,10 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
            0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _NBUCKETS = len(BUCKETS) + 1          # the last slot counts values above 30 s (+Inf only)
 
-_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
-                      "CONNECT", "TRACE"))
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 _OTHER_METHOD = "OTHER"
+# str or bytes (as the parser hands it over) -> label; one dict probe also bounds cardinality
+_METHOD_LABEL = {**{m: m for m in _METHODS}, **{m.encode(): m for m in _METHODS}}
 
 RELOAD_OK = "success"
 RELOAD_FAILED = "failure"
@@ -81,13 +82,13 @@ class Metrics:
     def request_done(self, route: str, method: str, code: int, duration_s: float,
                      bytes_in: int, bytes_out: int, upstream: str | None,
                      upstream_duration_s: float | None) -> None:
-        """Record one finished request (after its last byte). ``route`` is "_none" unmatched."""
+        """Record one finished request (after its last byte). ``route`` is "_none" unmatched;
+        ``method`` may be str or the parser's bytes."""
         try:
             r = self._routes[route]
         except KeyError:
             r = self._routes[route] = _RouteStats()
-        if method not in _METHODS:
-            method = _OTHER_METHOD
+        method = _METHOD_LABEL.get(method, _OTHER_METHOD)
         codes = r.codes
         key = (method, code)
         try:
