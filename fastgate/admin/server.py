@@ -240,7 +240,10 @@ class AdminServer:
             snap = self._metrics_source()
             if inspect.isawaitable(snap):
                 snap = await snap
-            return 200, [(b"content-type", METRICS_CONTENT_TYPE.encode())], render(snap)
+            # prometheus_client formats ~5 us per line: on a thread, a big scrape yields the
+            # GIL every few ms instead of stalling a worker's loop that shares this process
+            text = await asyncio.to_thread(render, snap)
+            return 200, [(b"content-type", METRICS_CONTENT_TYPE.encode())], text
         if path == "/config":
             _allow(method, ("GET", "HEAD", "PUT"))
             if method == "PUT":
