@@ -261,11 +261,12 @@ class AccessLog:
         self._timer = loop.call_later(FLUSH_INTERVAL_S, self._on_timer)
 
     def _flush_soon(self) -> None:
-        if self._loop is None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
             self.flush()
             return
         self._soon = True
-        self._loop.call_soon(self._on_timer)
+        loop.call_soon(self._on_timer)
 
     def _on_timer(self) -> None:
         self._soon = False

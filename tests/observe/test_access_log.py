@@ -309,3 +309,18 @@ def test_from_a_loaded_config(tmp_path):
     log.close()
     [e] = read_lines(path)
     assert e["user_agent"] is None and e["request_id"] == "rid-1"
+
+
+def test_without_a_loop_full_batches_go_out_and_a_dead_loop_is_not_used(tmp_path):
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), [])
+
+    async def one():
+        log.log({"n": -1})          # arms a timer on a loop that is about to close
+
+    asyncio.run(one())
+    for i in range(300):
+        log.log({"n": i})
+    assert len(log._buf) < 256      # a full batch was handed over without any loop
+    log.close()
+    assert [e["n"] for e in read_lines(path)] == list(range(-1, 300))
