@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
+import logging
 import re
 
 import orjson
@@ -23,6 +24,8 @@ from fastgate.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fastgate.observe.metrics import render
 
 __all__ = ["AdminServer", "redact_config", "REDACTED"]
+
+_log = logging.getLogger("fastgate.admin")
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024     # a config document; anything larger is not one
@@ -58,7 +61,7 @@ _SECRET_KEYS = frozenset((
     # header names in transforms (set_headers etc.) that carry credentials to an upstream
     "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
 ))
-# Keys whose value is a list (or map) of secrets: every element is replaced.
+# Keys whose value is a list of secrets: every element is replaced.
 _SECRET_LIST_KEYS = frozenset(("api_keys",))
 _URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/@?#]*)@")
 
@@ -200,7 +203,11 @@ class AdminServer:
             status, headers = err.status, list(err.headers)
             headers.append((b"content-type", b"application/json"))
             body = _json_error(err.status, err.message, request_id)
+        except ConnectionError:
+            raise
         except Exception:   # a bug or a failing getter must not kill the listener
+            _log.exception("admin %s %s failed", getattr(req, "method", "?"),
+                           getattr(req, "path", "?"))
             status, headers = 500, [(b"content-type", b"application/json")]
             body = _json_error(500, "internal error", request_id)
         await self._respond(writer, status, headers, body, request_id,
