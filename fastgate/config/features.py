@@ -27,12 +27,10 @@ UNSUPPORTED: set[str] = {
     "ai",
     "routes[].auth",
     "auth",
-    "routes[].rate_limits",
     "admin",
     "consumers",
     "listeners[].tls",
     "upstreams.*.health_check",
-    "redis",
 }
 
 _SEG = re.compile(r"([^.\[\]]+)(\[\])?")

@@ -7,28 +7,13 @@ import pytest
 
 from fastgate._core.buckets import TokenBucketTable
 from fastgate._core.http import RequestParser
-from fastgate.config import UNSUPPORTED, parse_config
+from fastgate.config import parse_config
 from fastgate.config import schema as S
 from fastgate.observe.metrics import Metrics
 from fastgate.policies import rate_limit, rate_limit_hooks
 from fastgate.policies.base import Reject
 from fastgate.server.context import RequestContext
 from fastgate.server.services import Services, SharedState
-
-MY_FEATURES = ("routes[].rate_limits", "redis")
-
-
-@pytest.fixture(autouse=True)
-def rate_limits_supported():
-    """Until the feature gate lists them as supported, lift just these two keys."""
-    removed = [f for f in MY_FEATURES if f in UNSUPPORTED]
-    for f in removed:
-        UNSUPPORTED.discard(f)
-    try:
-        yield
-    finally:
-        UNSUPPORTED.update(removed)
-
 
 def make_config(*rate_limits, route_extra=None, consumers=None, auth=None, **top):
     route = {"name": "orders", "paths": ["/orders"], "respond": {"status": 200},
