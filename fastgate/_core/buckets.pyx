@@ -34,7 +34,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdint cimport uint32_t, uint64_t, int64_t, INT64_MAX
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, ceil
 
 import os as _os
 
@@ -212,9 +212,39 @@ cdef inline bint _finite_pos(double x) noexcept:
     return x > 0.0 and x < INFINITY     # False for NaN too
 
 
+# Header values for RateLimit-Remaining / -Reset / Retry-After without formatting per request.
+cdef tuple _SMALL_INTS = tuple([b"%d" % i for i in range(4096)])
+
+
+cdef inline bytes _int_bytes(double v):
+    cdef long long n = <long long>v
+    if 0 <= n < 4096:
+        return <bytes>PyTuple_GET_ITEM(_SMALL_INTS, n)
+    return b"%d" % n
+
+
 @cython.final
 @cython.freelist(32)
 cdef class TakeResult:
+    @property
+    def remaining_b(self):
+        """Whole tokens left, as ASCII bytes (RateLimit-Remaining)."""
+        return _int_bytes(self.remaining if self.remaining < 9.0e18 else 9.0e18)
+
+    @property
+    def reset_b(self):
+        """Seconds until full, rounded up, as ASCII bytes (RateLimit-Reset)."""
+        return _int_bytes(ceil(self.reset_s) if self.reset_s < 9.0e18 else 9.0e18)
+
+    @property
+    def retry_after_b(self):
+        """Seconds to wait, rounded up, at least 1, as ASCII bytes (Retry-After); b"" when
+        no wait can help (cost above the burst)."""
+        if not self.retry_after_s < 9.0e18:
+            return b""
+        cdef double r = ceil(self.retry_after_s)
+        return _int_bytes(r if r >= 1.0 else 1.0)
+
     def __repr__(self):
         return (f"TakeResult(allowed={self.allowed}, index={self.index}, "
                 f"remaining={self.remaining:.3f}, reset_s={self.reset_s:.3f}, "

@@ -421,3 +421,18 @@ def test_lock_of_a_dead_process_is_taken_over():
     # Would spin forever if the dead owner were not detected (pytest-timeout guards).
     assert t.take(b"k", 1.0, 1.0).allowed
     assert not t.take(b"k", 1e-6, 1.0).allowed
+
+
+def test_header_value_bytes():
+    t = TokenBucketTable(1024, shared=False)
+    r = t.take(b"k", 0.5, 10.0, 2.5, T0)
+    assert (r.remaining_b, r.reset_b, r.retry_after_b) == (b"7", b"5", b"1")
+    r = t.take(b"k", 0.5, 10.0, 9.0, T0)
+    assert not r.allowed
+    assert (r.remaining_b, r.reset_b, r.retry_after_b) == (b"7", b"5", b"4")
+    r = t.take(b"big", 1.0, 1e7, 1.0, T0)
+    assert (r.remaining_b, r.reset_b) == (b"9999999", b"1")
+    r = t.take(b"k", 0.5, 10.0, 11.0, T0)
+    assert r.retry_after_b == b""
+    r = t.debit(b"d", 1.0, 10.0, 50.0, T0)
+    assert (r.remaining_b, r.reset_b) == (b"0", b"50")

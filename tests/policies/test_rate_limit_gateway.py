@@ -54,7 +54,7 @@ def test_burst_then_refill(upstream, gateway_factory):
         assert 5 <= len(admitted) <= 5 + int(elapsed) + 1
         first = admitted[0].headers
         assert first["ratelimit-limit"] == "5" and first["ratelimit-remaining"] == "4"
-        assert 1 <= int(first["ratelimit-reset"]) <= 1
+        assert first["ratelimit-reset"] == "1"
         assert admitted[-1].headers["ratelimit-remaining"] == "0"
         assert refused.headers["retry-after"] == "1"
         assert refused.headers["ratelimit-limit"] == "5"

@@ -158,10 +158,8 @@ class RateLimitPolicy:
             if not r.allowed:
                 return self._deny(ctx, lim.limit_b, r.retry_after_s, r.remaining, r.reset_s,
                                   lim.per_s)
-            rh = ctx.response_headers
-            rh.append((H_LIMIT, lim.limit_b))
-            rh.append((H_REMAINING, _num(int(r.remaining))))
-            rh.append((H_RESET, _num(math.ceil(r.reset_s))))
+            ctx.response_headers += ((H_LIMIT, lim.limit_b), (H_REMAINING, r.remaining_b),
+                                     (H_RESET, r.reset_b))
             return None
         return self._decide(ctx, True)
 
