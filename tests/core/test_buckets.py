@@ -429,7 +429,7 @@ def test_header_value_bytes():
     assert (r.remaining_b, r.reset_b, r.retry_after_b) == (b"7", b"5", b"1")
     r = t.take(b"k", 0.5, 10.0, 9.0, T0)
     assert not r.allowed
-    assert (r.remaining_b, r.reset_b, r.retry_after_b) == (b"7", b"5", b"4")
+    assert (r.remaining_b, r.reset_b, r.retry_after_b) == (b"7", b"5", b"3")
     r = t.take(b"big", 1.0, 1e7, 1.0, T0)
     assert (r.remaining_b, r.reset_b) == (b"9999999", b"1")
     r = t.take(b"k", 0.5, 10.0, 11.0, T0)
