@@ -70,18 +70,10 @@ class Gateway:
         from fastgate.observe.metrics import Metrics
         self.metrics = Metrics()
         self.services.metrics = self.metrics
-        try:  # TEMP until access_log lands
-            from fastgate.observe.access_log import AccessLog, make_entry
-        except ImportError:
-            class AccessLog:
-                enabled = False
-                def __init__(self, *a): pass
-                def close(self): pass
-                def reopen(self): pass
-            make_entry = None
-        self.access_log = AccessLog(config.logging.access_log, list(config.logging.redact_headers))
+        from fastgate.observe.access_log import AccessLog
+        self.access_log = AccessLog.from_config(config)
+        self.access_log_settings = config.logging
         self.services.access_log = self.access_log
-        self._make_entry = make_entry
 
     async def _start_admin(self, config):
         from fastgate.admin.server import AdminServer
@@ -167,14 +159,14 @@ class Gateway:
         """Log phase: after the last byte of a response (or a refusal)."""
         now = time.monotonic()
         head = ctx.head
-        method = head.method.decode("latin-1") if head is not None else "-"
+        method = head.method if head is not None else b"OTHER"
         self.metrics.request_done(
             ctx.route_name, method, ctx.status, now - ctx.start, ctx.bytes_in, ctx.bytes_out,
             ctx.upstream_name, ctx.upstream_duration,
         )
         access_log = self.access_log
         if access_log.enabled:
-            access_log.log(self._make_entry(ctx, now))
+            access_log.log(access_log.entry(ctx, now))
 
     def log_error(self, msg, *args):
         log.warning(msg, *args)
@@ -222,11 +214,24 @@ class Gateway:
         self.config = config
         self.snapshot = snap  # the one atomic swap
         self.pools.prune(snap.pool_keys)
-        self.access_log.configure(config.logging.access_log, list(config.logging.redact_headers)) \
-            if hasattr(self.access_log, "configure") else None
+        if config.logging != self.access_log_settings:
+            self._replace_access_log(config)
         self.metrics.config_reload(True)
         log.warning("config reloaded (generation %d)", self.generation)
         return True
+
+    def _replace_access_log(self, config):
+        from fastgate.observe.access_log import AccessLog
+        try:
+            new = AccessLog.from_config(config)
+        except OSError as exc:
+            log.error("reload: access log %s cannot be opened (%s); keeping the old one",
+                      config.logging.access_log, exc)
+            return
+        old, self.access_log = self.access_log, new
+        self.services.access_log = new
+        self.access_log_settings = config.logging
+        old.close()
 
     # ------------------------------------------------------------------ drain / stop
     def begin_drain(self):

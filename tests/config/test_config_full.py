@@ -115,7 +115,7 @@ def test_spec_example_parses_in_full(spec_file, all_supported):
     assert unsupported_errors(c) == []
 
 
-def test_spec_example_reports_every_unsupported_feature(spec_file):
+def test_spec_example_reports_every_unsupported_feature(spec_file, pinned_gate):
     errs = check_file(str(spec_file), ENV)
     assert errs == [
         "listeners[1].tls: not supported by this build yet",
@@ -171,7 +171,7 @@ def test_spec_example_as_json(spec_file, all_supported):
         replace(load_config(str(spec_file), ENV), source="")
 
 
-def test_five_mistakes_five_lines(tmp_path):
+def test_five_mistakes_five_lines(tmp_path, pinned_gate):
     p = tmp_path / "gw.yaml"
     p.write_text("""
 listeners:
@@ -628,7 +628,7 @@ routes: [{paths: [/a], respond: {}, auth: {using: [a]}, rate_limits: [{limit: 1,
 """) == ["auth.a.type: expected a string, got list"]
 
 
-def test_unsupported_errors_on_a_document():
+def test_unsupported_errors_on_a_document(pinned_gate):
     doc = {"listeners": [{"bind": "127.0.0.1:8080", "tls": {"cert_file": "x"}}],
            "routes": [{"paths": ["/a"], "respond": {}, "waf": {}, "cors": {"origins": ["*"]}}],
            "redis": {"url": "redis://h"}}
