@@ -12,9 +12,10 @@ not use for ``IDLE_RETURN_S`` are handed back.
 
 Accuracy: tokens are granted before they are spent, so while Redis answers the cluster never
 admits more than ``burst + rate * t`` per key (no overshoot). The error is on the other side
-and bounded: tokens sitting in other processes' leases (at most about 1.5 x
-``BATCH_FRACTION`` x burst per process and key, and only for as long as those processes keep
-using or idle-return them) are unavailable to the rest. Overshoot happens only when Redis is
+and bounded: tokens sitting in other processes' leases (at most ``BATCH_FRACTION`` x burst,
+rounded up to a whole token, per process and key; none at all for buckets under
+1 / ``BATCH_FRACTION`` = 20 tokens, which lease only what the request in hand needs) are
+unavailable to the rest until those processes use them or hand them back. Overshoot happens only when Redis is
 unreachable and ``on_error: allow`` lets requests through unmetered, or when Redis loses its
 data (a restart without persistence): buckets start full again, one extra burst at most.
 
