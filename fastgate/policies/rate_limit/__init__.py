@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 
 import orjson
 
 from fastgate._core.buckets import MAX_KEYS, BucketPlan, TokenBucketTable
 from fastgate.policies.base import Reject
 
-from .cluster import DENY, ERROR, OK, WAIT
+from .cluster import DENY, OK, WAIT
 
 H_LIMIT = b"ratelimit-limit"
 H_REMAINING = b"ratelimit-remaining"
@@ -183,7 +182,7 @@ class RateLimitPolicy:
                         waits = []
                     waits.append(lease.task)
                 elif st == DENY:
-                    rem, reset = lease.figures(now)
+                    _, reset = lease.figures(now)
                     return self._deny(ctx, lim.limit_b, lease.retry_after(now), 0.0, reset,
                                       lim.per_s)
                 else:   # ERROR: Redis is down and the lease is short
