@@ -120,14 +120,14 @@ def main(argv=None):
         results = run([BY_NAME[n] for n in a.scenario_list], a.target_list, settings,
                       workers=a.workers, fastgate_cmd=fastgate_cmd)
     except KeyboardInterrupt as e:
-        print(f"interrupted ({e}); everything started was stopped", file=sys.stderr)
+        how = f" by {e}" if str(e) else ""
+        print(f"interrupted{how}; everything started was stopped", file=sys.stderr)
         return 130
     except HarnessError as e:
         print(f"harness error: {e}", file=sys.stderr)
         return 3
-    results["command"] = "python -m benchmarks " + " ".join(shlex.quote(x) for x in argv)
+    results["command"] = " ".join(["python -m benchmarks"] + [shlex.quote(x) for x in argv])
     results["smoke"] = smoke
-    results["machine"] = report.machine()
     results["elapsed_s"] = time.monotonic() - t0
     out = a.out or os.path.join(runs, time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if smoke else ""))
     paths = report.write(results, out)

@@ -242,6 +242,11 @@ class Gen:
             self.conns.remove(conn)
         except ValueError:
             pass
+        if not busy:
+            try:  # the server closed an idle keep-alive connection
+                self.idle.remove(conn)
+            except ValueError:
+                pass
         if busy:
             self.inflight -= 1
             if not counted:

@@ -45,7 +45,12 @@ def machine() -> dict:
             continue
         text = (r.stdout + r.stderr).strip().splitlines()
         if text:
-            m[tool] = text[0].replace("nginx version: ", "").strip()
+            first = text[0].replace("nginx version: ", "").strip()
+            if tool == "haproxy":  # "HAProxy version 2.6.12-1 2023/12/01 - https://..."
+                first = " ".join(first.split()[:3])
+            elif tool == "wrk":    # "wrk debian/4.1.0-3+b2 [epoll] Copyright ..."
+                first = first.split(" Copyright")[0]
+            m[tool] = first
     try:
         import uvloop
         m["uvloop"] = uvloop.__version__
@@ -174,8 +179,12 @@ def scenario_table(sc: dict) -> str:
     row("achieved req/s @ fixed rate", lambda tr: _num(rate(tr).get("rps")))
     row("gateway CPU use @ fixed rate (% of a core)",
         lambda tr: _num((rate(tr).get("cpu_util") or 0) * 100, 0))
+    p99_ratio = plain_ratio(lambda tr: rate(tr).get("p99_us"))
     row("latency p50 / p99 / p99.9 ms @ fixed rate", lambda tr: _lat(rate(tr)),
-        plain_ratio(lambda tr: rate(tr).get("p99_us")))
+        lambda rv, k: "p99 " + p99_ratio(rv, k))
+    row("CPU of the gateway's core busy with other work (%)",
+        lambda tr: _num(max(0.0, ((rate(tr).get("gateway_cpus_busy") or 0)
+                                  - (rate(tr).get("cpu_util") or 0))) * 100, 0))
     row("**max req/s** (closed loop)", lambda tr: "**" + _num(mx(tr).get("rps")) + "**",
         lambda rv, k: _ratio(rv.get("max_rps")))
     row("CPU µs/req @ max", lambda tr: _num(mx(tr).get("cpu_us_per_req"), 1),
@@ -264,11 +273,13 @@ def markdown(results) -> str:
     if vers:
         out.append("Targets: " + "; ".join(f"{k}: {v}" for k, v in vers.items()) + ".")
         out.append("")
-    out.append(f"{results.get('pinning', '')}. Each target runs 1 worker"
-               + (f" (--workers {results['workers']})" if results.get("workers") else "")
+    out.append(f"{results.get('pinning', '')}. Each target runs "
+               + (f"{results['workers']} workers" if results.get("workers") else "1 worker")
                + "; nginx and HAProxy get generated configs (upstream keep-alive, access log "
-               "off, X-Forwarded-For/Proto like fastgate). Gateway CPU = utime+stime of every "
-               "process of the target (/proc/PID/stat) during the measurement window.")
+               "off, X-Forwarded-For/Proto like fastgate). Gateway CPU = CPU time of every "
+               "process of the target (nanosecond schedstat of each thread; the tick-based "
+               "utime+stime of /proc/PID/stat is kept in the JSON as a cross-check) during "
+               "the measurement window. Peak RSS = VmHWM summed over those processes.")
     out.append("")
     s = results.get("settings", {})
     out.append(f"Rounds: {s.get('rounds')} at the fixed rate, {s.get('max_rounds')} at max, "

@@ -560,6 +560,8 @@ def _div(a, b):
 
 def run(scenarios, target_names, settings: Settings, *, workers=None, fastgate_cmd=None):
     log = settings.log
+    from benchmarks.report import machine
+    machine_info = machine()  # before pinning: it counts the usable CPUs
     load_cpus, gw_cpus, pin_note = P.cpu_split()
     if load_cpus:
         os.sched_setaffinity(0, load_cpus)
@@ -568,7 +570,7 @@ def run(scenarios, target_names, settings: Settings, *, workers=None, fastgate_c
     results = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pinning": pin_note,
                "nofile": nofile, "settings": {k: v for k, v in vars(settings).items()
                                               if k != "log"},
-               "workers": workers, "scenarios": []}
+               "workers": workers, "scenarios": [], "machine": machine_info}
     log(f"pinning: {pin_note}; RLIMIT_NOFILE {nofile}; temp dir {tmp}")
     idle_need = max([settings.idle_connections or s.connections for s in scenarios
                      if s.kind == "idle"] or [0])
