@@ -322,21 +322,30 @@ def plot(results, path) -> bool:
     names = results.get("targets", [])
     if not scs or not names:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.8 / max(1, len(names))
-    for i, n in enumerate(names):
-        cpu = [((s["targets"].get(n) or {}).get("rate") or {}).get("cpu_us_per_req") or 0
-               for s in scs]
-        mx = [((s["targets"].get(n) or {}).get("max") or {}).get("rps") or 0 for s in scs]
-        xs = [j + i * width for j in range(len(scs))]
-        axes[0].bar(xs, cpu, width, label=n)
-        axes[1].bar(xs, mx, width, label=n)
-    for ax, title in ((axes[0], "gateway CPU µs per request @ fixed rate (lower is better)"),
-                      (axes[1], "max requests/s, closed loop (higher is better)")):
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(scs))])
-        ax.set_xticklabels([s["name"] for s in scs], rotation=15)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=8)
+    # small multiples: scenarios differ by 100x in cost, one shared axis would hide them
+    fig, axes = plt.subplots(2, len(scs), figsize=(2.6 * len(scs) + 1, 5.5), squeeze=False)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+    metrics = (("rate", "cpu_us_per_req", "CPU µs/req @ fixed rate"),
+               ("max", "rps", "max req/s"))
+    for col, sc in enumerate(scs):
+        for row, (phase, key, label) in enumerate(metrics):
+            ax = axes[row][col]
+            vals = [((sc["targets"].get(n) or {}).get(phase) or {}).get(key) for n in names]
+            xs = list(range(len(names)))
+            ax.bar(xs, [v or 0 for v in vals], color=colors[:len(names)])
+            for x, v in zip(xs, vals):
+                ax.text(x, v or 0, "n/a" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.1f}",
+                        ha="center", va="bottom", fontsize=7)
+            ax.margins(y=0.15)
+            ax.set_xticks(xs)
+            ax.set_xticklabels(names, fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+            if row == 0:
+                ax.set_title(sc["name"], fontsize=9)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle("gateway CPU per request at a fixed offered rate (lower is better) and "
+                 "closed-loop max throughput (higher is better)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

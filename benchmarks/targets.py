@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 from benchmarks.procs import Proc
 
@@ -165,23 +166,38 @@ class Fastgate(Target):
         # request_id: always on in fastgate (SPEC: X-Request-ID generated and echoed)
         return cfg
 
-    def prepare(self, scenario, connections):
-        wd = self._workdir(scenario)
-        port = free_port()
-        path = os.path.join(wd, "fastgate.yaml")
-        _write_yaml(path, self.config(scenario, port))
+    def _check(self, path, wd):
+        """(exit code, output lines) of ``fastgate check -c path``."""
         try:
             r = subprocess.run(self._cmd() + ["check", "-c", path], capture_output=True,
                                timeout=60, text=True, cwd=wd, env=self._env())
         except subprocess.TimeoutExpired:
             raise TargetError("fastgate check timed out") from None
-        if r.returncode == 2:
-            errors = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
-            need = ", ".join(scenario.features) or "its config"
-            raise NotApplicable(f"needs {need}" + (f" ({errors[0].strip()})" if errors else ""))
-        if r.returncode != 0:
-            tail = (r.stderr or r.stdout).strip().splitlines()
-            raise TargetError(f"fastgate check exit {r.returncode}: {tail[-1] if tail else ''}")
+        lines = [ln.strip() for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+        if r.returncode not in (0, 2):
+            raise TargetError(f"fastgate check exit {r.returncode}: {lines[-1] if lines else ''}")
+        return r.returncode, lines
+
+    def prepare(self, scenario, connections):
+        wd = self._workdir(scenario)
+        port = free_port()
+        path = os.path.join(wd, "fastgate.yaml")
+        _write_yaml(path, self.config(scenario, port))
+        rc, lines = self._check(path, wd)
+        if rc == 2:
+            # name the features that are missing: check each one on its own
+            missing, why = [], []
+            for feat in scenario.features:
+                one = os.path.join(wd, f"check-{feat}.yaml")
+                _write_yaml(one, self.config(replace(scenario, features=(feat,)), port))
+                frc, flines = self._check(one, wd)
+                if frc == 2:
+                    missing.append(feat)
+                    why.extend(flines[:1])
+            if not missing:  # only the combination fails, or the base config itself
+                missing, why = list(scenario.features) or ["its config"], lines[:1]
+            raise NotApplicable(f"needs {', '.join(missing)}"
+                                + (f" ({'; '.join(dict.fromkeys(why))})" if why else ""))
         argv = self._cmd() + ["run", "-c", path]
         if self.ctx.workers:
             argv += ["--workers", str(self.ctx.workers)]
@@ -349,7 +365,8 @@ class Haproxy(Target):
         return min(MAX_CONNECTIONS, (self.ctx.nofile - 200) // 2)
 
     def config(self, scenario, port, wd):
-        threads = self.ctx.workers or 1
+        w = str(self.ctx.workers or 1)
+        threads = int(w) if w.isdigit() else max(1, len(self.ctx.gw_cpus or [1]))
         fe = []
         feats = scenario.features
         if "request_id" in feats:
