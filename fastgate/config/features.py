@@ -27,7 +27,6 @@ UNSUPPORTED: set[str] = {
     "ai",
     "routes[].auth",
     "auth",
-    "admin",
     "consumers",
     "listeners[].tls",
     "upstreams.*.health_check",
