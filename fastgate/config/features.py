@@ -29,7 +29,6 @@ UNSUPPORTED: set[str] = {
     "auth",
     "consumers",
     "listeners[].tls",
-    "upstreams.*.health_check",
 }
 
 _SEG = re.compile(r"([^.\[\]]+)(\[\])?")

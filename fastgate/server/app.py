@@ -59,6 +59,9 @@ class Gateway:
         self.services = Services(self.shared, self.config, self.loop)
         self._setup_observability(self.config)
         self.snapshot = compile_snapshot(self.config, self.services, self.pools, 0)
+        from fastgate.upstream.health import HealthChecker
+        self.health = HealthChecker(self.metrics)
+        self.health.configure(self.config, self.snapshot)
         self._stopped = self.loop.create_future()
         await self._open_listeners(self.config)
         if self.config.admin is not None and self.worker_id is None:
@@ -214,6 +217,7 @@ class Gateway:
         self.config = config
         self.snapshot = snap  # the one atomic swap
         self.pools.prune(snap.pool_keys)
+        self.health.configure(config, snap)
         if config.logging != self.access_log_settings:
             self._replace_access_log(config)
         self.metrics.config_reload(True)
@@ -263,6 +267,7 @@ class Gateway:
             self._stopped.set_result(None)
 
     async def close(self):
+        self.health.stop()
         if self.admin is not None:
             await self.admin.close()
         for server in self.servers:

@@ -424,6 +424,11 @@ class ClientProtocol(asyncio.Protocol):
         a connect task."""
         upstream = self.upstream
         pool = upstream.pick(self.ctx, failed_pool)
+        if pool is None:
+            self._resume_reading(P_WAITING)
+            self._answer_error(503, "no_healthy_upstream",
+                               f"no healthy target in upstream {upstream.name}")
+            return
         self.up_pool = pool
         self.tries += 1
         conn = pool.acquire_idle()

@@ -11,7 +11,7 @@ class Upstream:
 
     __slots__ = (
         "name", "pools", "weights", "balance", "hash_on", "hash_name", "connect_timeout",
-        "read_timeout", "retries", "path_prefix", "_rr_current", "_rr_total", "_ring", "_single",
+        "read_timeout", "retries", "path_prefix", "health_checked", "_rr_current", "_rr_total", "_ring", "_single",
     )
 
     def __init__(self, name, pools, weights, balance, hash_on, connect_timeout, read_timeout,
@@ -28,19 +28,26 @@ class Upstream:
         self._rr_total = sum(weights)
         self._single = pools[0] if len(pools) == 1 else None
         self.path_prefix = b""
+        self.health_checked = False
 
     def pick(self, ctx, exclude=None):
-        """Choose a target pool; `exclude` is a pool that just failed (retry elsewhere)."""
+        """Choose a target pool; `exclude` is a pool that just failed (retry elsewhere).
+        None when active health checks have taken every target out (answer 503)."""
         single = self._single
         if single is not None:
-            return single
+            return single if single.healthy else None
         pools = self.pools
         now = time.monotonic()
         candidates = [
             i for i, p in enumerate(pools) if p is not exclude and p.down_until <= now and p.healthy
         ]
         if not candidates:
-            candidates = [i for i, p in enumerate(pools) if p is not exclude] or list(range(len(pools)))
+            # Passive marks (recent connect failures) are hints, not verdicts: with nothing
+            # else left, try those too. Active health verdicts are kept.
+            candidates = [i for i, p in enumerate(pools) if p.healthy and p is not exclude] \
+                or [i for i, p in enumerate(pools) if p.healthy]
+            if not candidates:
+                return None
         balance = self.balance
         if balance == "least_conn":
             weights = self.weights
