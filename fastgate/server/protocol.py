@@ -20,6 +20,7 @@ import time
 
 from fastgate._core.http import HttpError, RequestParser
 from fastgate._core.router import MATCH, METHOD_NOT_ALLOWED, normalize_path
+from fastgate._core.writer import header_lines, join_head
 from fastgate.observe.ids import request_id_from, traceparent_from
 from fastgate.policies.base import Reject
 from fastgate.server.context import RequestContext
@@ -83,6 +84,7 @@ class ClientProtocol(asyncio.Protocol):
         self.in_parser = False          # inside parser.feed()/resume(): no re-entrant resume
         self.resume_pending = False
         self.client_ip = ""
+        self.client_ip_b = b""
         self.client_port = 0
         self.peer_cert = None           # verified client certificate (TLS listeners)
         self._reset_exchange()
@@ -117,6 +119,7 @@ class ClientProtocol(asyncio.Protocol):
         if peer:
             self.client_ip = peer[0]
             self.client_port = peer[1]
+            self.client_ip_b = peer[0].encode()
         if self.tls:
             self.peer_cert = transport.get_extra_info("peercert") or None
         limits = gw.snapshot.limits
@@ -385,39 +388,32 @@ class ClientProtocol(asyncio.Protocol):
             path = prefix + path
         target = path + b"?" + head.query if head.query else path
         self.req_chunked = head.chunked
-        parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-        drop = DROP_REQUEST_HEADERS
-        conn_tokens = head.connection_tokens
-        xff = None
-        for name, value in head.headers:
-            if name in drop or (conn_tokens and name in conn_tokens):
-                if name == b"x-forwarded-for":
-                    xff = value if xff is None else xff + b", " + value
-                continue
-            parts += (name, b": ", value, b"\r\n")
+        client_ip = self.client_ip_b
+        xff = head.get_all(b"x-forwarded-for")
+        tail = [b"x-forwarded-for: ",
+                b", ".join(xff) + b", " + client_ip if xff else client_ip,
+                b"\r\nx-forwarded-proto: https\r\n" if ctx.tls else b"\r\nx-forwarded-proto: http\r\n"]
         host = head.host
-        if route.preserve_host and host:
-            parts += (b"host: ", host, b"\r\n")
-        # else: the Host of the chosen target is added per try (see _send_head)
-        client_ip = ctx.client_ip.encode()
-        parts += (b"x-forwarded-for: ", client_ip if xff is None else xff + b", " + client_ip,
-                  b"\r\nx-forwarded-proto: ", b"https" if ctx.tls else b"http")
         if host:
-            parts += (b"\r\nx-forwarded-host: ", host)
-        ctx.traceparent = traceparent_from(head.get(b"traceparent"))
-        parts += (b"\r\nx-request-id: ", ctx.request_id.encode(),
-                  b"\r\ntraceparent: ", ctx.traceparent.encode(), b"\r\n")
-        for name, value in ctx.upstream_headers:
-            parts += (name, b": ", value, b"\r\n")
+            tail += (b"x-forwarded-host: ", host, b"\r\n")
+            if route.preserve_host:
+                tail += (b"host: ", host, b"\r\n")
+        # else: the chosen target's Host line is added per try (_attach)
+        ctx.traceparent = tp = traceparent_from(head.get(b"traceparent"))
+        tail += (b"x-request-id: ", ctx.request_id.encode(), b"\r\ntraceparent: ", tp.encode(),
+                 b"\r\n")
+        if ctx.upstream_headers:
+            tail.append(header_lines(ctx.upstream_headers))
         if head.upgrade is not None:
-            parts += (b"connection: upgrade\r\nupgrade: ", head.upgrade, b"\r\n")
+            tail += (b"connection: upgrade\r\nupgrade: ", head.upgrade, b"\r\n")
         if head.chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
+            tail.append(b"transfer-encoding: chunked\r\n")
         elif head.content_length >= 0:
-            parts.append(b"content-length: %d\r\n" % head.content_length)
+            tail.append(b"content-length: %d\r\n" % head.content_length)
         elif head.method in (b"POST", b"PUT", b"PATCH"):
-            parts.append(b"content-length: 0\r\n")
-        return b"".join(parts)
+            tail.append(b"content-length: 0\r\n")
+        return join_head(head.method + b" " + target + b" HTTP/1.1\r\n", head.headers,
+                         DROP_REQUEST_HEADERS, head.connection_tokens, tail)
 
     def _dispatch(self, failed_pool):
         """Pick a target and send the request: from the warm pool synchronously, else via
@@ -527,33 +523,27 @@ class ClientProtocol(asyncio.Protocol):
         route = ctx.route
         for policy in route.response:
             policy(ctx, head)
-        parts = [status_line(status)]
-        drop = DROP_RESPONSE_HEADERS
-        conn_tokens = head.connection_tokens
-        for name, value in head.headers:
-            if name in drop or (conn_tokens and name in conn_tokens):
-                continue
-            parts += (name, b": ", value, b"\r\n")
-        parts += (b"x-request-id: ", ctx.request_id.encode(), b"\r\n")
-        for name, value in ctx.response_headers:
-            parts += (name, b": ", value, b"\r\n")
+        tail = [b"x-request-id: ", ctx.request_id.encode(), b"\r\n"]
+        if ctx.response_headers:
+            tail.append(header_lines(ctx.response_headers))
         no_body = ctx.head.method == b"HEAD" or status in (204, 304) or status < 200
         if head.content_length >= 0:
             if status != 204:
-                parts.append(b"content-length: %d\r\n" % head.content_length)
+                tail.append(b"content-length: %d\r\n" % head.content_length)
         elif not no_body:
             if ctx.head.version == 11:
                 self.resp_chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
+                tail.append(b"transfer-encoding: chunked\r\n")
             else:
                 self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
         if not self.keep_alive or not self.body_done:
             # An upstream answering before the request body ended: close after, since the
             # rest of that body would otherwise be read as the next request.
             self.keep_alive = False
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        data = b"".join(parts)
+            tail.append(b"connection: close\r\n")
+        tail.append(b"\r\n")
+        data = join_head(status_line(status), head.headers, DROP_RESPONSE_HEADERS,
+                         head.connection_tokens, tail)
         ctx.bytes_out += len(data)
         self.resp_started = True
         # Held until the end of this upstream read (flush_output) so that a head and the
