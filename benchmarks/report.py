@@ -104,8 +104,12 @@ def scenario_table(sc: dict) -> str:
     if sc["kind"] == "idle":
         desc += f" · {sc.get('connections', '?'):,} connections opened, one request each, then held idle"
     else:
+        pacing = next((((sc["targets"][n].get("rate_rounds") or [{}])[0]).get("pacing")
+                       for n in ok if sc["targets"][n].get("rate_rounds")), None)
         desc += (f" · {sc.get('connections', '?')} keep-alive connections · fixed rate "
-                 f"{_num(sc.get('rate'))}/s open loop (latency from the intended send time)"
+                 f"{_num(sc.get('rate'))}/s open loop"
+                 + (f" paced by {pacing}" if pacing else "")
+                 + " (latency from the intended send time)"
                  f" · max = closed loop" + (" via wrk" if sc.get("loadgen") == "wrk" else ""))
     if sc["features"]:
         desc += " · needs: " + ", ".join(sc["features"])
@@ -182,6 +186,9 @@ def scenario_table(sc: dict) -> str:
     p99_ratio = plain_ratio(lambda tr: rate(tr).get("p99_us"))
     row("latency p50 / p99 / p99.9 ms @ fixed rate", lambda tr: _lat(rate(tr)),
         lambda rv, k: "p99 " + p99_ratio(rv, k))
+    row("load generator: mean send lag µs / CPU %",
+        lambda tr: f"{_num(rate(tr).get('send_lag_mean_us'))} / "
+                   f"{_num((rate(tr).get('loadgen_cpu_util') or 0) * 100)}")
     row("CPU of the gateway's core busy with other work (%)",
         lambda tr: _num(max(0.0, ((rate(tr).get("gateway_cpus_busy") or 0)
                                   - (rate(tr).get("cpu_util") or 0))) * 100, 0))

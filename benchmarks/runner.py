@@ -60,7 +60,8 @@ class Context:
 class Settings:
     def __init__(self, *, rounds=5, max_rounds=3, warmup=1.0, duration=3.0, procs=1,
                  rate=None, connections=None, idle_connections=None, loadgen="bundled",
-                 smoke=False, log=print):
+                 smoke=False, pacing="precise", log=print):
+        self.pacing = pacing
         self.rounds = rounds
         self.max_rounds = max_rounds
         self.warmup = warmup
@@ -150,7 +151,7 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
     base = {"host": HOST, "port": prep.port, "request_head": request_head,
             "body_size": sc.body_size, "expect_body": sc.expect_body, "mode": mode,
             "warmup": settings.warmup, "duration": settings.duration, "timeout": sc.timeout,
-            "cpus": load_cpus, "procs": nproc,
+            "cpus": load_cpus, "procs": nproc, "ms_timer": settings.pacing == "ms",
             "grace": min(sc.timeout, 5.0)}
     gens = []
     try:
@@ -211,6 +212,7 @@ def _combine(results, cpu_s, wall, duration, sc, connected, connections, rate):
         "unsent": sum(r.get("unsent", 0) for r in results),
         "unfinished": sum(r.get("unfinished", 0) for r in results),
         "send_lag_mean_us": max((r.get("send_lag_mean", 0.0) for r in results), default=0) * 1e6,
+        "pacing": results[0].get("pacing") if results else None,
         "loadgen_cpu_util": lg_cpu / duration,
         "latency": stats.summary(hist),
     }
@@ -510,6 +512,7 @@ def _summarize(rounds):
         "errors_total": sum(r["errors_total"] for r in rounds),
         "unsent": sum(r.get("unsent", 0) for r in rounds),
         "loadgen_cpu_util": med("loadgen_cpu_util"),
+        "send_lag_mean_us": med("send_lag_mean_us"),
         "upstream_cpu_util": med("upstream_cpu_util"),
         "load_cpus_busy": med("load_cpus_busy"),
         "gateway_cpus_busy": med("gateway_cpus_busy"),

@@ -92,7 +92,8 @@ def upstream(tmp_path_factory):
 
 def _run(port, sc, mode, tmp_path, rate=None, conns=4):
     spec = {"host": "127.0.0.1", "port": port, "request_head": sc.request_head("tok"),
-            "body_size": sc.body_size, "expect_body": sc.expect_body, "mode": mode,
+            "body_size": sc.body_size, "expect_body": sc.expect_body,
+            "mode": "open" if mode.startswith("open") else mode, "ms_timer": mode == "open_ms",
             "warmup": 0.1, "duration": 0.4, "timeout": 10, "connections": conns, "rate": rate,
             "procs": 1, "proc_index": 0}
     g = LoadGen(spec, None, str(tmp_path), "t")
@@ -112,9 +113,10 @@ def _run(port, sc, mode, tmp_path, rate=None, conns=4):
              expect_body=300000),
     Scenario("sse", "s", path="/sse?n=5&gap_ms=1", expect_body=sse_body_bytes(5)),
 ], ids=lambda s: s.name)
-@pytest.mark.parametrize("mode", ["closed", "open"])
+@pytest.mark.parametrize("mode", ["closed", "open", "open_ms"])
 def test_loadgen_against_builtin_upstream(upstream, tmp_path, sc, mode):
-    r = _run(upstream, sc, mode, tmp_path, rate=300 if mode == "open" else None)
+    r = _run(upstream, sc, mode, tmp_path, rate=300 if mode != "closed" else None)
+    assert r["pacing"] == {"closed": None, "open": "timerfd", "open_ms": "1ms"}[mode]
     assert r["errors"] == {}
     assert r["count"] > 0
     assert sum(int(c) for c in r["hist"].values()) == r["count"]
