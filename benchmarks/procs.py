@@ -203,8 +203,9 @@ def cpu_ticks(pids) -> dict[int, int]:
     return out
 
 
-def cpu_ns(pids) -> dict[tuple[int, int], int]:
-    """On-CPU nanoseconds of every thread of pids (/proc/PID/task/TID/schedstat, field 1).
+def cpu_ns(pids) -> dict[tuple[int, int], tuple[int, int]]:
+    """(on-CPU ns, ns spent runnable but waiting for a CPU) of every thread of pids, from
+    /proc/PID/task/TID/schedstat. The wait shows how much other work shared the CPU.
 
     utime+stime in /proc/PID/stat come in clock ticks (10 ms): over a window where a gateway
     uses 0.5 s of CPU that is a 2-4% quantization error per sample, more than the differences
@@ -219,7 +220,8 @@ def cpu_ns(pids) -> dict[tuple[int, int], int]:
         for tid in tids:
             try:
                 with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
-                    out[(pid, int(tid))] = int(f.read().split()[0])
+                    fields = f.read().split()
+                out[(pid, int(tid))] = (int(fields[0]), int(fields[1]))
             except (OSError, ValueError, IndexError):
                 pass
     return out
@@ -258,12 +260,14 @@ class CpuMeter:
         after = cpu_ticks(pids)
         wall = time.monotonic() - self.t0
         ticks = sum(v - self.before.get(pid, 0) for pid, v in after.items())
-        ns = sum(v - self.before_ns.get(k, 0) for k, v in after_ns.items())
+        ns = sum(v[0] - self.before_ns.get(k, (0, 0))[0] for k, v in after_ns.items())
+        wait = sum(v[1] - self.before_ns.get(k, (0, 0))[1] for k, v in after_ns.items())
         stat_s = ticks / CLK_TCK
         ns_s = ns / 1e9
         # prefer the precise reading unless threads died in the window (then stat keeps them)
         use = ns_s if after_ns and ns_s >= stat_s - 2.5 * len(after) / CLK_TCK else stat_s
         self.last = {"cpu_s_stat": stat_s, "cpu_s_schedstat": ns_s if after_ns else None,
+                     "runqueue_wait_s": wait / 1e9 if after_ns else None,
                      "source": "schedstat" if use is ns_s else "stat"}
         return use, wall
 

@@ -102,7 +102,11 @@ def scenario_table(sc: dict) -> str:
     lines = [f"### {sc['name']}: {sc['title']}", ""]
     desc = f"`{sc['method']} {sc['path']}`"
     if sc["kind"] == "idle":
-        desc += f" · {sc.get('connections', '?'):,} connections opened, one request each, then held idle"
+        desc += (f" · {sc.get('connections', '?'):,} connections opened, one request each, then "
+                 "held idle. Every generated config allows 20,000 connections (fastgate "
+                 "`limits.max_connections`, nginx `worker_connections`, HAProxy `maxconn`, the "
+                 "last capped by RLIMIT_NOFILE); the harness raises its RLIMIT_NOFILE to the "
+                 "hard limit and every process it starts inherits it")
     else:
         pacing = next((((sc["targets"][n].get("rate_rounds") or [{}])[0]).get("pacing")
                        for n in ok if sc["targets"][n].get("rate_rounds")), None)
@@ -178,7 +182,8 @@ def scenario_table(sc: dict) -> str:
 
     row(f"**CPU µs/req @ {_num(sc.get('rate'))}/s** (median of rounds)", headline, head_ratio)
     if sc.get("unit"):
-        row(f"CPU µs/{sc['unit']} @ fixed rate", lambda tr: _num(rate(tr).get("cpu_us_per_unit"), 2),
+        row(f"CPU µs/{sc['unit']} @ fixed rate",
+            lambda tr: _num(rate(tr).get("cpu_us_per_unit"), 2),
             plain_ratio(lambda tr: rate(tr).get("cpu_us_per_unit")))
     row("achieved req/s @ fixed rate", lambda tr: _num(rate(tr).get("rps")))
     row("gateway CPU use @ fixed rate (% of a core)",
@@ -189,9 +194,9 @@ def scenario_table(sc: dict) -> str:
     row("load generator: mean send lag µs / CPU %",
         lambda tr: f"{_num(rate(tr).get('send_lag_mean_us'))} / "
                    f"{_num((rate(tr).get('loadgen_cpu_util') or 0) * 100)}")
-    row("CPU of the gateway's core busy with other work (%)",
-        lambda tr: _num(max(0.0, ((rate(tr).get("gateway_cpus_busy") or 0)
-                                  - (rate(tr).get("cpu_util") or 0))) * 100, 0))
+    # time the gateway was runnable but another task had its CPU: interference on a shared box
+    row("gateway waiting for its CPU (% of the time)",
+        lambda tr: _num((rate(tr).get("gateway_wait_frac") or 0) * 100, 1))
     row("**max req/s** (closed loop)", lambda tr: "**" + _num(mx(tr).get("rps")) + "**",
         lambda rv, k: _ratio(rv.get("max_rps")))
     row("CPU µs/req @ max", lambda tr: _num(mx(tr).get("cpu_us_per_req"), 1),
@@ -253,7 +258,8 @@ def summary_table(results) -> str:
                 else:
                     cells.append(_short_na(tr))
             rs = sc.get("ratios", {})
-            ratio = "; ".join(f"{k} {_ratio(v.get('cpu_per_req_rate'))}" for k, v in rs.items()) or "–"
+            ratio = "; ".join(f"{k} {_ratio(v.get('cpu_per_req_rate'))}"
+                              for k, v in rs.items()) or "–"
         lines.append(f"| {sc['name']} | {label} | " + " | ".join(cells) + f" | {ratio} |")
     return "\n".join(lines) + "\n"
 
@@ -272,7 +278,8 @@ def _short_na(tr):
 def markdown(results) -> str:
     m = results.get("machine") or machine()
     out = ["# FastGate load benchmarks", ""]
-    out.append(f"Run {results.get('started', '?')} · `{results.get('command', 'python -m benchmarks')}`")
+    cmd = results.get("command", "python -m benchmarks")
+    out.append(f"Run {results.get('started', '?')} · `{cmd}`")
     out.append("")
     out.append(machine_line(m))
     out.append("")

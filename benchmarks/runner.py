@@ -180,6 +180,8 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
             g.stop()
     m = _combine(results, cpu_s, wall, settings.duration, sc, connected, connections, rate)
     m["cpu_detail"] = meter.last
+    w = meter.last.get("runqueue_wait_s")
+    m["gateway_wait_frac"] = w / wall if w is not None and wall else None
     m["upstream_cpu_util"] = up_s / wall if wall else None
     m["gateway_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.gw_cpus)
     m["load_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.load_cpus)
@@ -486,8 +488,8 @@ def _line(m):
                                           if "loadgen_cpu_util" in m else "")
             + (f" upstream {m['upstream_cpu_util']:.2f}" if m.get("upstream_cpu_util") is not None
                else "")
-            + (f"  cpu busy load/gw {m['load_cpus_busy']:.2f}/{m['gateway_cpus_busy']:.2f}"
-               if m.get("gateway_cpus_busy") is not None else ""))
+            + (f"  gw runq wait {m['gateway_wait_frac'] * 100:.1f}%"
+               if m.get("gateway_wait_frac") is not None else ""))
 
 
 def _ms(us):
@@ -516,6 +518,7 @@ def _summarize(rounds):
         "upstream_cpu_util": med("upstream_cpu_util"),
         "load_cpus_busy": med("load_cpus_busy"),
         "gateway_cpus_busy": med("gateway_cpus_busy"),
+        "gateway_wait_frac": med("gateway_wait_frac"),
         "rps_spread_pct": stats.spread([r.get("rps") for r in rounds]),
     }
     errs: dict[str, int] = {}

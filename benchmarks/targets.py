@@ -129,7 +129,8 @@ class Fastgate(Target):
 
     def version(self):
         try:
-            r = subprocess.run([sys.executable, "-c", "import fastgate;print(fastgate.__version__)"],
+            r = subprocess.run([sys.executable, "-c",
+                                "import fastgate; print(fastgate.__version__)"],
                                capture_output=True, timeout=30, text=True, env=self._env(),
                                cwd=self.ctx.tmp)
             v = r.stdout.strip()
@@ -276,6 +277,8 @@ class Nginx(Target):
             loc_extra.append("proxy_set_header X-Request-ID $request_id;")
             loc_extra.append("add_header X-Request-ID $request_id always;")
         tmp = lambda n: os.path.join(wd, n)  # noqa: E731
+        # client plus upstream connections, within the fds this process may open
+        worker_connections = max(1024, min(MAX_CONNECTIONS * 2, self.ctx.nofile - 100))
         return f"""
 worker_processes {w};
 daemon off;
@@ -284,7 +287,7 @@ user root;
 pid {tmp('nginx.pid')};
 error_log {tmp('error.log')} warn;
 worker_rlimit_nofile {self.ctx.nofile};
-events {{ worker_connections {max(1024, min(MAX_CONNECTIONS * 2, self.ctx.nofile - 100))}; multi_accept on; }}
+events {{ worker_connections {worker_connections}; multi_accept on; }}
 http {{
     access_log off;
     client_body_temp_path {tmp('client_body')};
