@@ -112,6 +112,11 @@ class Conn(asyncio.Protocol):
                 self._head(rest)
             return
         self.status = status
+        gen = self.gen
+        if gen.ttfb is not None:
+            now = mono()
+            if gen.t_meas <= now <= gen.t_end:
+                gen.ttfb.append(now - self.intended)
         lower = data[:end].lower()
         start = end + 4
         if is_chunked(lower):
@@ -181,6 +186,8 @@ class Gen:
         self.backlog: deque[float] = deque()
         self.max_backlog = 0
         self.lat = array("d")
+        # time to the response head: shows whether a proxy relays a stream or buffers it
+        self.ttfb = array("d") if spec.get("ttfb") else None
         self.count = 0
         self.bytes_body = 0
         self.errors: dict[str, int] = {}
@@ -451,6 +458,7 @@ class Gen:
             "loadgen_cpu": ru2 - ru1,
             "loadgen_cpu_warmup": ru1 - ru0,
             "hist": bucketize(self.lat),
+            "ttfb_hist": bucketize(self.ttfb) if self.ttfb is not None else None,
         }
 
     async def run_idle(self, t_start):

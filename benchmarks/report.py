@@ -89,7 +89,8 @@ def _mib(kib):
 
 def _cell_na(tr):
     s = tr["status"]
-    reason = tr.get("reason", "")
+    # a reason may quote log lines: keep it on one line and out of the table's syntax
+    reason = " ".join(tr.get("reason", "").split()).replace("|", "\\|")
     if s == "n/a":
         return f"n/a: {reason}" if reason.startswith("needs") else f"n/a ({reason})"
     return f"**error**: {reason[:160]}"
@@ -191,6 +192,9 @@ def scenario_table(sc: dict) -> str:
     p99_ratio = plain_ratio(lambda tr: rate(tr).get("p99_us"))
     row("latency p50 / p99 / p99.9 ms @ fixed rate", lambda tr: _lat(rate(tr)),
         lambda rv, k: "p99 " + p99_ratio(rv, k))
+    if any((rate(sc["targets"][n]).get("ttfb_p50_us") is not None) for n in ok):
+        row("time to response head p50 / p99 ms @ fixed rate",
+            lambda tr: " / ".join(_ms(rate(tr).get(k)) for k in ("ttfb_p50_us", "ttfb_p99_us")))
     row("load generator: mean send lag µs / CPU %",
         lambda tr: f"{_num(rate(tr).get('send_lag_mean_us'))} / "
                    f"{_num((rate(tr).get('loadgen_cpu_util') or 0) * 100)}")

@@ -152,6 +152,7 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
             "body_size": sc.body_size, "expect_body": sc.expect_body, "mode": mode,
             "warmup": settings.warmup, "duration": settings.duration, "timeout": sc.timeout,
             "cpus": load_cpus, "procs": nproc, "ms_timer": settings.pacing == "ms",
+            "ttfb": sc.ttfb,
             "grace": min(sc.timeout, 5.0)}
     gens = []
     try:
@@ -218,6 +219,8 @@ def _combine(results, cpu_s, wall, duration, sc, connected, connections, rate):
         "loadgen_cpu_util": lg_cpu / duration,
         "latency": stats.summary(hist),
     }
+    if sc.ttfb:
+        m["ttfb"] = stats.summary(stats.merge(r["ttfb_hist"] or {} for r in results))
     if sc.unit and count:
         units = count * sc.units_per_request
         m["cpu_us_per_unit"] = cpu_s * 1e6 / units
@@ -511,6 +514,8 @@ def _summarize(rounds):
         "p50_us": med("p50_us", "latency"),
         "p99_us": med("p99_us", "latency"),
         "p999_us": med("p999_us", "latency"),
+        "ttfb_p50_us": med("p50_us", "ttfb"),
+        "ttfb_p99_us": med("p99_us", "ttfb"),
         "errors_total": sum(r["errors_total"] for r in rounds),
         "unsent": sum(r.get("unsent", 0) for r in rounds),
         "loadgen_cpu_util": med("loadgen_cpu_util"),

@@ -41,6 +41,8 @@ class Scenario:
     smoke_connections: int = 4
     smoke_rate: float = 200.0
     timeout: float = 10.0           # a request without an answer by then is an error
+    ttfb: bool = False              # also report time to the response head (streams)
+    streaming: bool = False         # configure proxies the way their docs say for streams
 
     def request_head(self, jwt_token: str | None = None) -> str:
         lines = [f"{self.method} {self.path} HTTP/1.1", "Host: bench.local",
@@ -71,7 +73,7 @@ SCENARIOS = [
     Scenario("sse", f"SSE streams, {SSE_EVENTS} events 5 ms apart",
              path=f"/sse?n={SSE_EVENTS}&gap_ms=5", expect_body=sse_body_bytes(SSE_EVENTS),
              connections=64, rate=400, unit="event", units_per_request=SSE_EVENTS,
-             smoke_rate=20, timeout=30),
+             smoke_rate=20, timeout=30, ttfb=True, streaming=True),
 ]
 
 BY_NAME = {s.name: s for s in SCENARIOS}
