@@ -212,12 +212,22 @@ def scenario_table(sc: dict) -> str:
         lambda tr: _mib((tr.get("memory") or {}).get("hwm_kib")),
         plain_ratio(lambda tr: (tr.get("memory") or {}).get("hwm_kib")))
     row("errors (all rounds)", lambda tr: _errs_total(tr))
-    lg = [mx(sc["targets"][n]).get("loadgen_cpu_util") for n in ok]
-    lg = [v for v in lg if v is not None]
-    if lg and max(lg) > 0.9:
-        lines += ["", f"> max phase: the load generator used {max(lg) * 100:.0f}% of its CPU — "
-                  "max req/s is bounded by the load side, not by the fastest gateway."]
+    # the load generator and the upstream share the load-side CPUs
+    ncpu = max(1, len(results_load_cpus(sc)))
+    side = {n: ((mx(sc["targets"][n]).get("loadgen_cpu_util") or 0)
+                + (mx(sc["targets"][n]).get("upstream_cpu_util") or 0)) / ncpu for n in ok}
+    bound = [n for n, v in side.items() if v > 0.85 and (mx(sc["targets"][n]).get("cpu_util")
+                                                        or 0) < 0.9]
+    if bound:
+        lines += ["", "> max req/s of " + ", ".join(bound) + " is bounded by the load side "
+                  "(load generator + upstream used "
+                  + ", ".join(f"{side[n] * 100:.0f}%" for n in bound)
+                  + " of their CPU while the gateway had headroom), not by the gateway."]
     return "\n".join(lines) + "\n"
+
+
+def results_load_cpus(sc):
+    return sc.get("load_cpus") or [0]
 
 
 def _errs(d):

@@ -342,6 +342,7 @@ def run_scenario(sc: Scenario, targets, ctx: Context, settings: Settings, load_c
         conns = settings.connections or (sc.smoke_connections if settings.smoke
                                          else sc.connections)
     res["connections"] = conns
+    res["load_cpus"] = load_cpus
     preps = []
     for t in targets:
         tr = res["targets"][t.name] = {"status": "ok"}
