@@ -101,7 +101,8 @@ def main(argv=None):
         return 0
     runs = os.path.join(report.RESULTS, "runs")
     if a.publish_last:
-        found = sorted(glob.glob(os.path.join(runs, "*", "results.md")), key=os.path.getmtime)
+        found = sorted((p for p in glob.glob(os.path.join(runs, "*", "results.md"))
+                        if "-smoke" not in p), key=os.path.getmtime)
         if not found:
             print("no run to publish under " + runs, file=sys.stderr)
             return 3
@@ -130,6 +131,12 @@ def main(argv=None):
         return 130
     except HarnessError as e:
         print(f"harness error: {e}", file=sys.stderr)
+        return 3
+    except Exception:  # a bug of the harness, not a gateway failure: keep exit 1 for those
+        import traceback
+        traceback.print_exc()
+        print("harness error (see the traceback); everything started was stopped",
+              file=sys.stderr)
         return 3
     results["command"] = " ".join(["python -m benchmarks"] + [shlex.quote(x) for x in argv])
     results["smoke"] = smoke
