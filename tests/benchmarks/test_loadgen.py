@@ -146,3 +146,31 @@ def test_loadgen_idle_mode_holds_connections(upstream, tmp_path):
     finally:
         g.stop()
     assert r["errors"] == {} and r["count"] == 50
+
+
+WRK_OUT = """Running 1s test @ http://127.0.0.1:18777/tiny
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    37.56us  186.15us   4.65ms   99.03%
+    Req/Sec   150.68k     4.89k  155.01k    72.73%
+  Latency Distribution
+     50%   24.00us
+     75%   24.00us
+     90%   25.00us
+     99%    1.98ms
+  164384 requests in 1.10s, 10.35MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 7
+Requests/sec: 149459.29
+Transfer/sec:      9.41MB
+"""
+
+
+def test_wrk_output_is_parsed():
+    from benchmarks import wrk
+    r = wrk.parse(WRK_OUT)
+    assert r["requests"] == 164384
+    assert r["rps"] == pytest.approx(149459.29)
+    assert r["latency"]["p50_us"] == pytest.approx(24.0)
+    assert r["latency"]["p99_us"] == pytest.approx(1980.0)
+    assert r["errors"] == {"read": 2, "timeout": 1, "status_non_2xx": 7}
