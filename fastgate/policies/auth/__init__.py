@@ -1,0 +1,331 @@
+"""Authentication and authorization: ``auth`` (named authenticators), ``consumers`` and
+``routes[].auth``.
+
+Per route, ``auth.using`` lists authenticators in order; the first one whose credentials the
+request carries decides (a later one is not tried when it refuses). Kinds: jwt_auth.py,
+api_key.py, introspection.py, client_cert.py. An authenticator yields a ``Verified``
+principal, which names a consumer:
+
+* jwt / introspection: the ``consumer_claim`` value, matched against ``jwt_subjects``. A valid
+  token whose subject is no consumer's is still authenticated (consumer None): tokens are
+  commonly used without a consumer registry; ``groups:`` then refuses it, and rate limits
+  ``by: consumer`` fall back to the client IP (use ``by: claim:sub`` for per-user limits).
+* api_key: the key's digest must be a consumer's (else 401).
+* client_cert: the certificate name must be a consumer's ``name`` (else 401).
+
+Then authorization, in this order: ``groups`` (the consumer must be in one; 403),
+``scopes`` (all required, from ``scope``/``scp``; 403 with ``error="insufficient_scope"``),
+``mfa`` (``amr`` shows a second factor, or ``acr`` is in ``acr_values``; else 401 with
+``error="insufficient_user_authentication"`` and ``acr_values``, RFC 9470).
+
+Answers: every 401 carries a ``WWW-Authenticate`` challenge per usable scheme (RFC 6750
+``Bearer`` for jwt/introspection and bearer API keys, ``ApiKey`` naming the header/query for
+other API keys, ``ClientCert`` for certificates); JSON error codes ``unauthorized``,
+``forbidden``, ``insufficient_user_authentication``, and ``idp_unavailable`` (503, the IdP
+could not be asked: closed, never open). Every refusal counts in
+``fastgate_auth_failures_total{route,reason}``.
+
+On success: ``ctx.consumer``, ``ctx.consumer_groups``, ``ctx.claims`` (verified claims,
+shared between requests: read-only) are set, and the upstream gets ``X-Consumer-Name``,
+``X-Consumer-Groups`` (comma-separated) and the configured ``forward_claims`` headers.
+Client-sent copies of X-Consumer-* are dropped by the core; copies of forward_claims headers
+are dropped per route (``strip_request_headers``, see AuthPolicy).
+
+State that must outlive a reload (JWKS keys, token caches, IdP connections) lives in
+authenticator objects kept per process in an ``AuthRegistry`` on ``services`` and reused by
+the next config when their settings are unchanged.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+
+from fastgate.policies.base import Reject
+
+from .api_key import ApiKeyAuthenticator
+from .client_cert import ClientCertAuthenticator
+from .common import (
+    BY_KEY, BY_NAME, F_CERT, F_GROUP, F_IDP, F_MFA, F_MISSING, F_SCOPE, F_UNKNOWN_KEY,
+    F_UNRECOGNISED, Fail, Verified, bearer_token,
+)
+from .introspection import IntrospectionAuthenticator
+from .jwt_auth import JwtAuthenticator
+
+__all__ = ("AuthPolicy", "AuthRegistry", "build")
+
+REALM = "fastgate"
+_KINDS = {
+    "jwt": JwtAuthenticator,
+    "api_key": ApiKeyAuthenticator,
+    "introspection": IntrospectionAuthenticator,
+    "client_cert": ClientCertAuthenticator,
+}
+# Kept across reloads when their settings are equal (they hold keys, caches, connections).
+_STATEFUL = ("jwt", "introspection")
+
+
+class ConsumerInfo:
+    __slots__ = ("name", "groups", "group_set", "headers")
+
+    def __init__(self, c):
+        self.name = c.name
+        self.groups = tuple(c.groups)
+        self.group_set = frozenset(c.groups)
+        h = [(b"x-consumer-name", c.name.encode())]
+        if c.groups:
+            h.append((b"x-consumer-groups", ",".join(c.groups).encode()))
+        self.headers = tuple(h)
+
+
+class AuthState:
+    """Everything auth needs from one config: consumer maps and its authenticators."""
+
+    def __init__(self, config, authenticators: dict):
+        by_subject, by_key, by_name = {}, {}, {}
+        for c in config.consumers:
+            info = ConsumerInfo(c)
+            by_name[c.name] = info
+            for k in c.api_keys:
+                by_key[k] = info
+            for s in c.jwt_subjects:
+                by_subject[s] = info
+        self.lookups = (by_subject, by_key, by_name)   # indexed by Verified.kind
+        self.authenticators = authenticators
+
+
+class AuthRegistry:
+    """Per process: authenticators by name, and the AuthState of the config being served.
+
+    A reload whose compile fails keeps serving the old snapshot, whose policies hold the old
+    authenticators: so replaced ones are closed only after the drain period, and only if no
+    later config took them back (a failed reload followed by ``reconfigure`` to the old
+    config, or a reload back to old settings, revives them with their keys and caches)."""
+
+    def __init__(self):
+        self.authenticators: dict[str, object] = {}
+        self.retired: list = []
+        self.config = None
+        self.state = None
+
+    def state_for(self, config) -> AuthState:
+        if config is self.config:
+            return self.state
+        pool = list(self.authenticators.values()) + self.retired
+        new = {}
+        for name, cfg in config.auth.items():
+            found = None
+            if cfg.type in _STATEFUL:
+                for prev in pool:
+                    if prev.name == name and prev.cfg == cfg:
+                        found = prev
+                        break
+            new[name] = found if found is not None else _KINDS[cfg.type](cfg)
+        kept = {id(a) for a in new.values()}
+        replaced = [a for a in self.authenticators.values() if id(a) not in kept]
+        self.retired = [a for a in self.retired if id(a) not in kept] + replaced
+        self.authenticators = new
+        self.config = config
+        self.state = AuthState(config, new)
+        if replaced:
+            self._close_later(replaced, getattr(config, "drain_timeout_s", 20.0))
+        return self.state
+
+    def _close_later(self, authenticators, delay):
+        def close():
+            live = {id(a) for a in self.authenticators.values()}
+            for a in authenticators:
+                if id(a) not in live:
+                    a.close()
+                    if a in self.retired:
+                        self.retired.remove(a)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            close()
+            return
+        loop.call_later(delay, close)
+
+    def close(self):
+        for a in list(self.authenticators.values()) + self.retired:
+            a.close()
+        self.authenticators = {}
+        self.retired = []
+        self.config = self.state = None
+
+
+def registry(services) -> AuthRegistry:
+    reg = getattr(services, "auth_registry", None)
+    if reg is None:
+        reg = services.auth_registry = AuthRegistry()
+    return reg
+
+
+# ------------------------------------------------------------------------ challenges
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f]')
+
+
+def _quoted(s: str) -> str:
+    s = _UNSAFE.sub("", s)
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _scheme(a) -> str:
+    if a.kind in ("jwt", "introspection") or (a.kind == "api_key" and a.bearer):
+        return "Bearer"
+    if a.kind == "api_key":
+        return "ApiKey"
+    return "ClientCert"
+
+
+def _challenges(authenticators, fail: Fail, route_auth) -> list:
+    out = []
+    seen = set()
+    for a in authenticators:
+        scheme = _scheme(a)
+        if scheme in seen:
+            continue
+        seen.add(scheme)
+        params = [f"realm={_quoted(REALM)}"]
+        if scheme == "Bearer":
+            if fail.error is not None:
+                params.append(f"error={_quoted(fail.error)}")
+                params.append(f"error_description={_quoted(fail.message)}")
+            if fail is F_SCOPE:
+                params.append(f"scope={_quoted(' '.join(route_auth.scopes))}")
+            if fail is F_MFA and route_auth.acr_values:
+                params.append(f"acr_values={_quoted(' '.join(route_auth.acr_values))}")
+        elif scheme == "ApiKey":
+            if a.cfg.header:
+                params.append(f"header={_quoted(a.cfg.header)}")
+            if a.cfg.query:
+                params.append(f"query={_quoted(a.cfg.query)}")
+        out.append((b"www-authenticate", (scheme + " " + ", ".join(params)).encode("latin-1",
+                                                                                   "replace")))
+    if fail.status == 403:
+        # RFC 6750 3.1: insufficient_scope may come with a 403 challenge; other 403s need none.
+        out = [h for h in out if h[1].startswith(b"Bearer ")] if fail is F_SCOPE else []
+    return out
+
+
+def _code(fail: Fail) -> str:
+    if fail is F_MFA:
+        return "insufficient_user_authentication"
+    if fail.status == 403:
+        return "forbidden"
+    if fail.status == 503:
+        return "idp_unavailable"
+    return "unauthorized"
+
+
+# ------------------------------------------------------------------------ the policy
+class AuthPolicy:
+    """One route's auth: authenticate (first carried credential decides), then authorize.
+
+    ``strip_request_headers``: lower-case names of the headers this route's authenticators
+    set from claims (``forward_claims``). Client-sent copies must not reach the upstream,
+    whichever authenticator decides: the core drops them when the compiled route has a
+    ``drop_request_headers`` set (it folds this attribute into it); until then the policy
+    removes them from the parsed head itself.
+    """
+
+    name = "auth"
+    __slots__ = ("route_name", "authenticators", "lookups", "scopes", "groups", "mfa",
+                 "acr_values", "metrics", "rejects", "strip_request_headers", "cfg",
+                 "_missing")
+
+    def __init__(self, route_cfg, state: AuthState, metrics):
+        ra = route_cfg.auth
+        self.cfg = ra
+        self.route_name = route_cfg.name
+        self.authenticators = tuple(state.authenticators[n] for n in ra.using)
+        self.lookups = state.lookups
+        self.scopes = frozenset(ra.scopes)
+        self.groups = frozenset(ra.groups)
+        self.mfa = bool(ra.mfa)
+        self.acr_values = frozenset(ra.acr_values)
+        self.metrics = metrics
+        self.rejects: dict[Fail, Reject] = {}
+        strip = set()
+        for a in self.authenticators:
+            strip |= a.strip_headers
+        self.strip_request_headers = frozenset(strip)
+        self._missing = self._reject(F_MISSING)
+
+    def _reject(self, fail: Fail) -> Reject:
+        r = self.rejects.get(fail)
+        if r is None:
+            r = self.rejects[fail] = Reject(
+                fail.status, _code(fail), fail.message,
+                tuple(_challenges(self.authenticators, fail, self.cfg)))
+        return r
+
+    def _deny(self, ctx, fail: Fail) -> Reject:
+        m = self.metrics
+        if m is not None:
+            m.auth_failure(self.route_name, fail.reason)
+        return self._reject(fail)
+
+    def access(self, ctx):
+        if self.strip_request_headers and getattr(ctx.route, "drop_request_headers", None) is None:
+            _strip(ctx.head.headers, self.strip_request_headers)
+        for a in self.authenticators:
+            r = a.authenticate(ctx)
+            if r is None:
+                continue
+            cls = r.__class__
+            if cls is Verified:
+                return self.grant(ctx, r)
+            if cls is Fail:
+                return self._deny(ctx, r)
+            return self._wait(ctx, r)
+        value = ctx.head.get(b"authorization")
+        if value is not None and bearer_token(value) is not None:
+            # A bearer token none of the authenticators takes (not JWT-shaped for a jwt-only
+            # route): an invalid token, not a missing one (RFC 6750 3.1).
+            return self._deny(ctx, F_UNRECOGNISED)
+        m = self.metrics
+        if m is not None:
+            m.auth_failure(self.route_name, "missing")
+        return self._missing
+
+    async def _wait(self, ctx, awaitable):
+        r = await awaitable
+        if r.__class__ is Verified:
+            return self.grant(ctx, r)
+        return self._deny(ctx, r if r.__class__ is Fail else F_IDP)
+
+    def grant(self, ctx, v: Verified):
+        info = self.lookups[v.kind].get(v.subject)
+        if info is None:
+            if v.kind == BY_KEY:
+                return self._deny(ctx, F_UNKNOWN_KEY)
+            if v.kind == BY_NAME:
+                return self._deny(ctx, F_CERT)
+        if self.groups and (info is None or not (self.groups & info.group_set)):
+            return self._deny(ctx, F_GROUP)
+        if self.scopes and not (self.scopes <= v.scopes):
+            return self._deny(ctx, F_SCOPE)
+        if self.mfa and not (v.mfa or (v.acr is not None and v.acr in self.acr_values)):
+            return self._deny(ctx, F_MFA)
+        ctx.claims = v.claims
+        if info is not None:
+            ctx.consumer = info.name
+            ctx.consumer_groups = info.groups
+            ctx.upstream_headers += info.headers
+        if v.forward:
+            ctx.upstream_headers += v.forward
+        return None
+
+
+def _strip(headers: list, names: frozenset) -> None:
+    for i in range(len(headers) - 1, -1, -1):
+        if headers[i][0] in names:
+            del headers[i]
+
+
+def build(route_cfg, services):
+    """The route's AuthPolicy, or None when the route has no ``auth``."""
+    if route_cfg.auth is None:
+        return None
+    state = registry(services).state_for(services.config)
+    return AuthPolicy(route_cfg, state, getattr(services, "metrics", None))
