@@ -297,26 +297,39 @@ def _sleep_until(t):
 
 
 def _probe(prep, sc: Scenario, jwt_token):
-    """One real request through the target before measuring: catches a proxy that answers
-    but does not proxy (e.g. a 502 on every request) with a clear message."""
+    """Real requests through the target before measuring: one that must succeed (catches a
+    proxy that answers but does not proxy, e.g. 502 on everything) and, per feature, one that
+    shows the feature is really on (a gateway that ignored it would be measured cheap)."""
     import http.client
-    headers = {"Host": "bench.local"}
-    for k, v in sc.headers:
-        headers[k] = v.replace("{jwt}", jwt_token or "")
-    body = b"x" * sc.body_size if sc.body_size else None
-    conn = http.client.HTTPConnection(HOST, prep.port, timeout=sc.timeout)
-    try:
-        conn.request(sc.method, sc.path, body=body, headers=headers)
-        r = conn.getresponse()
-        data = r.read()
-    except (OSError, http.client.HTTPException) as e:
-        raise TargetError(f"probe request failed: {e!r}") from None
-    finally:
-        conn.close()
+
+    def send(with_auth=True):
+        headers = {"Host": "bench.local"}
+        for k, v in sc.headers:
+            if "{jwt}" in v and not with_auth:
+                continue
+            headers[k] = v.replace("{jwt}", jwt_token or "")
+        body = b"x" * sc.body_size if sc.body_size else None
+        conn = http.client.HTTPConnection(HOST, prep.port, timeout=sc.timeout)
+        try:
+            conn.request(sc.method, sc.path, body=body, headers=headers)
+            r = conn.getresponse()
+            return r, r.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise TargetError(f"probe request failed: {e!r}") from None
+        finally:
+            conn.close()
+
+    r, data = send()
     if r.status != 200:
         raise TargetError(f"probe answered {r.status}: {data[:200]!r}")
     if sc.expect_body is not None and len(data) != sc.expect_body:
         raise TargetError(f"probe body {len(data)} bytes, expected {sc.expect_body}")
+    if "request_id" in sc.features and not r.getheader("X-Request-ID"):
+        raise TargetError("request_id: the response has no X-Request-ID")
+    if "jwt_rs256" in sc.features:
+        r2, data2 = send(with_auth=False)
+        if r2.status != 401:
+            raise TargetError(f"jwt_rs256: a request without a token got {r2.status}, not 401")
 
 
 # --- one scenario --------------------------------------------------------------------------

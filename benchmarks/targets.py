@@ -242,7 +242,17 @@ def _git_commit():
                            capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    return r.stdout.strip() if r.returncode == 0 else ""
+    if r.returncode != 0:
+        return ""
+    commit = r.stdout.strip()
+    try:  # the gateway measured is the work tree, which may be ahead of the commit
+        d = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", "fastgate",
+                            "setup.py"], capture_output=True, text=True, timeout=10)
+        if d.returncode == 0 and d.stdout.strip():
+            commit += "+uncommitted changes"
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return commit
 
 
 # --- nginx ----------------------------------------------------------------------------------
