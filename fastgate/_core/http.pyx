@@ -562,6 +562,10 @@ cdef class _HttpParser:
             self._scan = 0
             k = lf - p
             if k == pos or p[k - 1] != 13:
+                # Limits first, exactly as if the LF had not arrived yet: the error must not
+                # depend on where the reads were cut.
+                if k > pos:
+                    self._partial(p + pos, k - pos)
                 self._fail(400, "bare LF line terminator")
             self._pos = k + 1
             self._line(p + pos, k - 1 - pos)
