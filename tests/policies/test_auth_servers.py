@@ -222,6 +222,20 @@ class LocalIdP:
                 continue
             return ev
 
+    @staticmethod
+    def _client_of(value):
+        """(client_id, client_secret) of HTTP Basic credentials, each form-urldecoded
+        (RFC 6749 2.3.1)."""
+        from urllib.parse import unquote_plus
+        if not value or not value.startswith(b"Basic "):
+            return None
+        try:
+            pair = base64.b64decode(value[6:], validate=True).decode()
+        except ValueError:
+            return None
+        cid, sep, secret = pair.partition(":")
+        return (unquote_plus(cid), unquote_plus(secret)) if sep else None
+
     def _answer(self, req, path, body):
         if self.fail_status is not None:
             return self.fail_status, {"error": "server_error"}
@@ -229,9 +243,8 @@ class LocalIdP:
             return 200, self.jwks
         if path == "/introspect" and req.method == b"POST":
             headers = {k.lower(): v for k, v in req.headers}
-            want = b"Basic " + base64.b64encode(
-                f"{self.client_id}:{self.client_secret}".encode())
-            if headers.get(b"authorization") != want:
+            if self._client_of(headers.get(b"authorization")) != (self.client_id,
+                                                                  self.client_secret):
                 self.bad_client_auth += 1
                 return 401, {"error": "invalid_client"}
             if headers.get(b"content-type") != b"application/x-www-form-urlencoded":
