@@ -43,6 +43,7 @@ def cmd_run(args) -> int:
         for err in errors:
             print(err, file=sys.stderr)
         return 2
+    _raise_fd_limit(config.limits.max_connections)
     workers = _parse_workers(args.workers)
     if workers is None:
         print(f"--workers: expected a positive number or 'auto', got {args.workers!r}",
@@ -53,6 +54,26 @@ def cmd_run(args) -> int:
         return run_supervisor(config, os.path.abspath(args.config), workers)
     from fastgate.server.app import run_gateway
     return run_gateway(config, os.path.abspath(args.config))
+
+
+def _raise_fd_limit(max_connections: int):
+    """Each client connection may hold an upstream connection too: ask for enough
+    descriptors (up to the hard limit), as nginx's worker_rlimit_nofile does."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 2 * max_connections + 1024
+        if hard != resource.RLIM_INFINITY:
+            want = min(want, hard)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        if soft != resource.RLIM_INFINITY and soft < max_connections + 64:
+            logging.getLogger("fastgate").warning(
+                "open-file limit %d is below limits.max_connections=%d; raise `ulimit -n`",
+                soft, max_connections)
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def _parse_workers(value):

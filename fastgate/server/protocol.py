@@ -69,6 +69,17 @@ _monotonic = time.monotonic
 
 
 class ClientProtocol(asyncio.Protocol):
+    # Slots: thousands of idle keep-alive connections each hold one of these.
+    __slots__ = (
+        "body_done", "body_sent_any", "client_ip", "client_ip_b", "client_port", "ctx",
+        "deadline", "deadline_kind", "discarding", "gateway", "head_seen", "in_parser",
+        "keep_alive", "parser", "path", "peer_cert", "pending", "pending_bytes", "policy_index",
+        "read_paused", "req_chunked", "resp_chunked", "resp_head", "resp_keepalive",
+        "resp_started", "resume_pending", "state", "tls", "transport", "tries", "up",
+        "up_deadline", "up_head", "up_pool", "up_sent_at", "upstream", "waiting", "wbuf",
+        "write_paused", "__weakref__",
+    )
+
     def __init__(self, gateway, tls: bool = False):
         self.gateway = gateway
         self.tls = tls
@@ -182,6 +193,12 @@ class ClientProtocol(asyncio.Protocol):
             self.in_parser = False
             self.resume_pending = False
             self._reject_malformed(exc)
+            return
+        except Exception as exc:
+            self.in_parser = False
+            self.resume_pending = False
+            self._internal_error(exc)
+            self._close()
             return
         self.in_parser = False
         if self.state == S_ACTIVE and self.parser.buffered > PIPELINE_BUFFER_LIMIT:
@@ -308,18 +325,19 @@ class ClientProtocol(asyncio.Protocol):
             raise
         except Exception as exc:  # a policy failing must answer, never hang the client
             self.waiting = None
-            self._resume_reading(P_WAITING)
-            self.gateway.log_error("policy error on route %s: %r", self.ctx.route_name, exc)
-            self._answer_error(500, "internal_error", "policy failure")
+            self._internal_error(exc)
             return
         self.waiting = None
         if self.state != S_ACTIVE:
             return
         self._resume_reading(P_WAITING)
-        if isinstance(result, Reject):
-            self._answer_reject(result)
-            return
-        self._run_access()
+        try:
+            if isinstance(result, Reject):
+                self._answer_reject(result)
+                return
+            self._run_access()
+        except Exception as exc:
+            self._internal_error(exc)
 
     def _proceed(self):
         ctx = self.ctx
@@ -438,6 +456,11 @@ class ClientProtocol(asyncio.Protocol):
         upstream = self.upstream
         try:
             conn = await pool.connect(upstream.connect_timeout)
+            if conn.closed or conn.transport.is_closing():
+                # Accepted then dropped at once (an upstream out of connection slots).
+                pool.detach(conn)
+                conn.close()
+                raise ConnectionResetError("upstream closed the new connection")
         except asyncio.CancelledError:
             raise
         except (OSError, asyncio.TimeoutError) as exc:
@@ -458,12 +481,36 @@ class ClientProtocol(asyncio.Protocol):
             else:
                 self._answer_error(502, "bad_gateway", "upstream connection failed")
             return
+        except Exception as exc:  # never leave the client without an answer
+            self.waiting = None
+            self._internal_error(exc)
+            return
         self.waiting = None
         if self.state != S_ACTIVE:
             pool.release(conn, True)
             return
         self._resume_reading(P_WAITING)
-        self._attach(conn)
+        try:
+            self._attach(conn)
+        except Exception as exc:
+            self._internal_error(exc)
+
+    def _internal_error(self, exc):
+        """A bug or an unexpected failure: log it with its traceback, answer 500 if nothing
+        was sent yet, and never leave the client hanging."""
+        import logging
+        logging.getLogger("fastgate").error("internal error on route %s",
+                                            self.ctx.route_name if self.ctx else "-",
+                                            exc_info=exc)
+        if self.state != S_ACTIVE:
+            return
+        self._drop_upstream()
+        self._resume_reading(P_WAITING)
+        if self.resp_started:
+            self._abort()
+        else:
+            self.keep_alive = False
+            self._answer_error(500, "internal_error", "internal error")
 
     def _attach(self, conn):
         ctx = self.ctx

@@ -157,9 +157,11 @@ class TargetPool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            # A peer close is seen by the transport before connection_lost runs.
+            if not conn.closed and not conn.transport.is_closing():
                 self.active += 1
                 return conn
+            conn.close()
         return None
 
     async def connect(self, timeout: float) -> UpstreamConnection:

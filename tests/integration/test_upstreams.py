@@ -237,3 +237,54 @@ def test_https_upstream_verified_with_custom_ca(tls_upstream, gateway_factory):
             assert (r.status_code, r.text) == (200, "tls-ok /good")
     assert httpx.get(gw.url + "/unverified").status_code == 502  # CA not trusted: never sent
     assert httpx.get(gw.url + "/noverify").status_code == 200
+
+
+def _raw_server(handler):
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handler, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    th = threading.Thread(target=loop.run_forever, daemon=True)
+    th.start()
+
+    def stop():
+        loop.call_soon_threadsafe(loop.stop)
+        th.join(5)
+    return port, stop
+
+
+def test_upstream_that_drops_new_connections_gets_502_not_a_hang(gateway_factory):
+    async def handler(reader, writer):
+        writer.transport.abort()
+
+    port, stop = _raw_server(handler)
+    try:
+        gw = gateway_factory(simple_config(port))
+        for _ in range(3):
+            r = httpx.get(gw.url + "/x", timeout=10)
+            assert r.status_code == 502
+    finally:
+        stop()
+
+
+def test_stale_pooled_connection_is_retried_for_idempotent_requests(gateway_factory):
+    """The upstream closes each keep-alive connection shortly after answering (as servers
+    with a short idle timeout do): a GET that lands on such a connection is retried."""
+    async def handler(reader, writer):
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        finally:
+            writer.close()
+
+    port, stop = _raw_server(handler)
+    try:
+        gw = gateway_factory(simple_config(port))
+        with httpx.Client() as c:
+            for _ in range(5):
+                r = c.get(gw.url + "/x")
+                assert (r.status_code, r.text) == (200, "ok")
+                time.sleep(0.1)  # the pooled connection is closed by now
+    finally:
+        stop()
