@@ -87,6 +87,7 @@ cdef class _HttpParser:
     cdef int _append(self, const char* p, Py_ssize_t n) except -1
     cdef int _feed(self, const unsigned char* p, Py_ssize_t n, object whole) except -1
     cdef int _run_buffer(self) except -1
+    cdef void _release_buffer(self) noexcept
     cdef Py_ssize_t _run(self, const unsigned char* p, Py_ssize_t n, object whole) except -1
     cdef Py_ssize_t _process(self, const unsigned char* p, Py_ssize_t n, object whole) except -1
     cdef int _partial(self, const unsigned char* s, Py_ssize_t m) except -1

@@ -428,10 +428,14 @@ cdef class _HttpParser:
                                             self._cur_n - self._pos)
         else:
             out = PyBytes_FromStringAndSize(self._buf + self._bstart, self._blen - self._bstart)
-        self._bstart = 0
-        self._blen = 0
         self._state = S_DONE
         self._paused = True
+        if self._processing:
+            # the running loop may still read the buffer until it sees S_DONE
+            self._bstart = 0
+            self._blen = 0
+        else:
+            self._release_buffer()
         return out
 
     cdef int _feed(self, const unsigned char* p, Py_ssize_t n, object whole) except -1:
@@ -462,9 +466,18 @@ cdef class _HttpParser:
             return 0
         self._bstart += c
         if self._bstart == self._blen:
-            self._bstart = 0
-            self._blen = 0
+            self._release_buffer()
         return 0
+
+    cdef void _release_buffer(self) noexcept:
+        self._bstart = 0
+        self._blen = 0
+        if self._bcap > 65536:
+            # A burst of pipelined bytes must not pin its high-water mark for the
+            # connection's lifetime.
+            free(self._buf)
+            self._buf = NULL
+            self._bcap = 0
 
     cdef Py_ssize_t _run(self, const unsigned char* p, Py_ssize_t n, object whole) except -1:
         cdef Py_ssize_t c
@@ -1104,10 +1117,13 @@ cdef class RequestParser(_HttpParser):
             self._run_buffer()
 
     def set_body_limit(self, n):
-        """Body limit for the current message (bytes); exceeding it raises HttpError 413."""
+        """Lower the body limit of the current message (bytes); exceeding it raises
+        HttpError 413. ``max_body_bytes`` stays the ceiling: a Content-Length above it was
+        refused before ``on_request``, so raising the limit here would treat chunked and
+        Content-Length bodies differently."""
         if n < 0:
             raise ValueError("body limit must be >= 0")
-        self._body_limit = n
+        self._body_limit = n if n < self._max_body else self._max_body
 
     @property
     def paused(self):

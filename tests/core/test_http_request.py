@@ -642,6 +642,24 @@ def test_set_body_limit_for_current_message(framing):
     assert rec.events[-1] == ("done",)
 
 
+def test_set_body_limit_cannot_raise_the_ceiling():
+    rec = LimitingRec(10**9)
+    p = RequestParser(rec, max_body_bytes=10)
+    rec.parser = p
+    with pytest.raises(HttpError) as ei:
+        p.feed(chunked(b"b\r\n" + b"z" * 11 + b"\r\n0\r\n\r\n"))
+    assert ei.value.status == 413
+
+
+def test_large_pipelined_burst_is_drained():
+    one = req(b"POST / HTTP/1.1", [b"Host: a", b"Content-Length: 1000"], b"b" * 1000)
+    rec, p = parse(one * 200)
+    assert [e[0] for e in rec.events].count("done") == 200
+    assert p.buffered == 0
+    p.feed(one)
+    assert rec.events[-1] == ("done",)
+
+
 def test_set_body_limit_lowered_mid_body():
     class R(Rec):
         def on_body(self, data):
