@@ -25,10 +25,6 @@ UNSUPPORTED: set[str] = {
     "routes[].budget",
     "routes[].ai",
     "ai",
-    "routes[].auth",
-    "auth",
-    "consumers",
-    "listeners[].tls",
 }
 
 _SEG = re.compile(r"([^.\[\]]+)(\[\])?")
