@@ -68,6 +68,10 @@ DROP_RESPONSE_HEADERS = frozenset((
 _monotonic = time.monotonic
 
 
+def _is_websocket(upgrade: bytes) -> bool:
+    return upgrade.strip().lower() == b"websocket"
+
+
 class ClientProtocol(asyncio.Protocol):
     # Slots: thousands of idle keep-alive connections each hold one of these.
     __slots__ = (
@@ -422,7 +426,10 @@ class ClientProtocol(asyncio.Protocol):
                  b"\r\n")
         if ctx.upstream_headers:
             tail.append(header_lines(ctx.upstream_headers))
-        if head.upgrade is not None:
+        if head.upgrade is not None and _is_websocket(head.upgrade):
+            # Only WebSocket is tunnelled. Forwarding other upgrades (h2c above all) would
+            # let a client open a raw HTTP/2 channel to the upstream behind every route
+            # check of the gateway ("h2c smuggling"); they are dropped like any hop header.
             tail += (b"connection: upgrade\r\nupgrade: ", head.upgrade, b"\r\n")
         if head.chunked:
             tail.append(b"transfer-encoding: chunked\r\n")
@@ -560,7 +567,7 @@ class ClientProtocol(asyncio.Protocol):
         self.up_deadline = now + self.upstream_read_timeout()
         status = head.status
         if status == 101:
-            if ctx.head.upgrade is None:
+            if ctx.head.upgrade is None or not _is_websocket(ctx.head.upgrade):
                 self._upstream_failed(conn, "unexpected 101 from upstream")
                 return
             self._start_tunnel(conn, head)

@@ -411,3 +411,16 @@ def test_curl_client(gateway):
     assert out.returncode == 0
     assert out.stdout.startswith(b"HTTP/1.1 200")
     assert b'"target":"/echo/curl"' in out.stdout
+
+
+def test_h2c_upgrade_is_not_forwarded(gateway, upstream):
+    """h2c smuggling: an Upgrade other than websocket must never reach the upstream, or a
+    101 from it would open an HTTP/2 channel past the gateway's routing and auth."""
+    raw = raw_exchange(gateway.port, (
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+        b"Connection: Upgrade, HTTP2-Settings, close\r\n\r\n"))
+    assert statuses(raw) == [200]
+    rec = upstream.requests[-1]
+    names = [k for k, _ in rec.headers]
+    assert b"upgrade" not in names and b"http2-settings" not in names
+    assert rec.header(b"connection") in (None, b"keep-alive")
