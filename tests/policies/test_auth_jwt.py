@@ -366,9 +366,27 @@ def test_client_sent_forwarded_claim_headers_are_removed(tmp_path):
     assert r is None
     assert [v for k, v in ctx.head.headers if k == b"x-user-id"] == []
     assert (b"x-user-id", b"user-123") in ctx.upstream_headers
-    # ... also when the request is refused, and when another authenticator decides
+    # A refused request goes nowhere: nothing to strip.
     r, ctx = decide(h, (b"x-user-id", b"admin"))
-    assert r.status == 401 and ctx.head.get(b"x-user-id") is None
+    assert r.status == 401
+
+
+def test_forwarded_claim_may_name_the_credential_header(tmp_path):
+    """Stripping happens after the credentials were read (forward_claims may name any header,
+    even the one carrying the key)."""
+    import hashlib
+    key = Key()
+    cfg = gateway_config(
+        {"sso": jwt_auth(algorithms=["RS256"], jwks_file=jwks_file(tmp_path, key),
+                         forward_claims={"sub": "X-API-Key"}),
+         "keys": {"type": "api_key", "header": "X-API-Key"}},
+        {"using": ["keys", "sso"]},
+        consumers=[{"name": "k", "api_keys": ["sha256:" + hashlib.sha256(b"k-1").hexdigest()]},
+                   *CONSUMERS])
+    h = Harness(cfg)
+    r, ctx = run(h.decide([(b"x-api-key", b"k-1")]))
+    assert r is None and ctx.consumer == "k"
+    assert ctx.head.get(b"x-api-key") is None   # the credential does not travel on
 
 
 # ------------------------------------------------------------------------------ authorization

@@ -51,7 +51,7 @@ from .common import (
 from .introspection import IntrospectionAuthenticator
 from .jwt_auth import JwtAuthenticator
 
-__all__ = ("AuthPolicy", "AuthRegistry", "build")
+__all__ = ("AuthPolicy", "AuthRegistry", "build", "close")
 
 REALM = "fastgate"
 _KINDS = {
@@ -266,8 +266,6 @@ class AuthPolicy:
         return self._reject(fail)
 
     def access(self, ctx):
-        if self.strip_request_headers and getattr(ctx.route, "drop_request_headers", None) is None:
-            _strip(ctx.head.headers, self.strip_request_headers)
         for a in self.authenticators:
             r = a.authenticate(ctx)
             if r is None:
@@ -307,6 +305,10 @@ class AuthPolicy:
             return self._deny(ctx, F_SCOPE)
         if self.mfa and not (v.mfa or (v.acr is not None and v.acr in self.acr_values)):
             return self._deny(ctx, F_MFA)
+        if self.strip_request_headers and getattr(ctx.route, "drop_request_headers", None) is None:
+            # Only once authenticated (a refused request goes nowhere), and after the
+            # credentials were read: forward_claims may name any header.
+            _strip(ctx.head.headers, self.strip_request_headers)
         ctx.claims = v.claims
         if info is not None:
             ctx.consumer = info.name
@@ -321,6 +323,14 @@ def _strip(headers: list, names: frozenset) -> None:
     for i in range(len(headers) - 1, -1, -1):
         if headers[i][0] in names:
             del headers[i]
+
+
+def close(services) -> None:
+    """Process shutdown: stop JWKS refreshes and introspection calls, close IdP
+    connections (for ``Services.close``)."""
+    reg = getattr(services, "auth_registry", None)
+    if reg is not None:
+        reg.close()
 
 
 def build(route_cfg, services):

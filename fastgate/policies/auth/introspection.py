@@ -32,7 +32,7 @@ from .http_client import HttpClient, HttpClientError
 log = logging.getLogger("fastgate.auth")
 
 MAX_TOKEN_BYTES = 4096
-CACHE_SIZE = 16384
+CACHE_SIZE = 8192
 NEGATIVE_CACHE_SIZE = 4096
 NEGATIVE_TTL_S = 10.0
 MAX_INFLIGHT = 256

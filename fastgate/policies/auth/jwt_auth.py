@@ -43,7 +43,7 @@ from .common import (
 from .jwks import JwksFileSource, JwksUrlSource
 
 MAX_TOKEN_BYTES = 16384
-CACHE_SIZE = 16384
+CACHE_SIZE = 8192
 NEGATIVE_CACHE_SIZE = 4096
 NEGATIVE_TTL_S = 10.0
 MAX_KEYS_TRIED = 4           # a token without kid is tried against at most this many keys
