@@ -491,3 +491,29 @@ def test_fail_messages_carry_no_request_data():
         obj = getattr(common, name)
         if isinstance(obj, common.Fail):
             assert "{" not in obj.message and obj.status in (401, 403, 503)
+
+
+def test_two_issuers_on_one_route(tmp_path):
+    """Each jwt authenticator takes the tokens of its own issuer; a foreign token costs the
+    first one no signature check and no key lookup."""
+    corp, partner = Key(kid="c"), Key(kid="p")
+    cfg = gateway_config(
+        {"corp": jwt_auth(algorithms=["RS256"], issuer="https://corp/",
+                          jwks_file=jwks_file(tmp_path, corp, name="c.json")),
+         "partner": jwt_auth(algorithms=["RS256"], issuer="https://partner/",
+                             jwks_file=jwks_file(tmp_path, partner, name="p.json"))},
+        {"using": ["corp", "partner"]}, consumers=CONSUMERS)
+    h = Harness(cfg)
+    r, ctx = run(h.decide([bearer(corp.sign(claims(iss="https://corp/")))]))
+    assert r is None and ctx.consumer == "alice"
+    for _ in range(3):
+        r, ctx = run(h.decide([bearer(partner.sign(claims(iss="https://partner/",
+                                                          sub="user-456")))]))
+        assert r is None and ctx.consumer == "bob"
+    assert h.authn("corp").verifications == 1 and h.authn("partner").verifications == 1
+    # A partner-issued token signed with the corp key: partner's check refuses it.
+    r, _ = run(h.decide([bearer(corp.sign(claims(iss="https://partner/"), kid="p"))]))
+    assert r.status == 401
+    # An issuer neither knows: the last one refuses it as such.
+    r, _ = run(h.decide([bearer(corp.sign(claims(iss="https://evil/")))]))
+    assert r.status == 401 and h.failures()[("orders", "invalid_issuer")] == 1

@@ -2,7 +2,9 @@
 ``routes[].auth``.
 
 Per route, ``auth.using`` lists authenticators in order; the first one whose credentials the
-request carries decides (a later one is not tried when it refuses). Kinds: jwt_auth.py,
+request carries decides (a later one is not tried when it refuses). For two jwt authenticators
+on one route (two IdPs), a token "is carried for" the one whose ``issuer`` its ``iss`` names:
+a token of another issuer passes on to the next jwt authenticator instead of being refused. Kinds: jwt_auth.py,
 api_key.py, introspection.py, client_cert.py. An authenticator yields a ``Verified``
 principal, which names a consumer:
 
@@ -45,7 +47,7 @@ from fastgate.policies.base import Reject
 from .api_key import ApiKeyAuthenticator
 from .client_cert import ClientCertAuthenticator
 from .common import (
-    BY_KEY, BY_NAME, F_CERT, F_GROUP, F_IDP, F_MFA, F_MISSING, F_SCOPE, F_UNKNOWN_KEY,
+    BY_KEY, BY_NAME, F_CERT, F_GROUP, F_IDP, F_ISSUER, F_MFA, F_MISSING, F_SCOPE, F_UNKNOWN_KEY,
     F_UNRECOGNISED, Fail, Verified, bearer_token,
 )
 from .introspection import IntrospectionAuthenticator
@@ -229,7 +231,7 @@ class AuthPolicy:
     """
 
     name = "auth"
-    __slots__ = ("route_name", "authenticators", "lookups", "scopes", "groups", "mfa",
+    __slots__ = ("route_name", "authenticators", "chain", "lookups", "scopes", "groups", "mfa",
                  "acr_values", "metrics", "rejects", "strip_request_headers", "cfg",
                  "_missing")
 
@@ -238,6 +240,10 @@ class AuthPolicy:
         self.cfg = ra
         self.route_name = route_cfg.name
         self.authenticators = tuple(state.authenticators[n] for n in ra.using)
+        kinds = [a.kind for a in self.authenticators]
+        self.chain = tuple(
+            (a, a.kind == "jwt" and a.issuer is not None and "jwt" in kinds[i + 1:])
+            for i, a in enumerate(self.authenticators))
         self.lookups = state.lookups
         self.scopes = frozenset(ra.scopes)
         self.groups = frozenset(ra.groups)
@@ -266,7 +272,7 @@ class AuthPolicy:
         return self._reject(fail)
 
     def access(self, ctx):
-        for a in self.authenticators:
+        for a, foreign_passes in self.chain:
             r = a.authenticate(ctx)
             if r is None:
                 continue
@@ -274,6 +280,8 @@ class AuthPolicy:
             if cls is Verified:
                 return self.grant(ctx, r)
             if cls is Fail:
+                if r is F_ISSUER and foreign_passes:
+                    continue     # another issuer's token: the next jwt authenticator's
                 return self._deny(ctx, r)
             return self._wait(ctx, r)
         value = ctx.head.get(b"authorization")

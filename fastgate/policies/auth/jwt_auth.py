@@ -9,15 +9,16 @@ Verification, in this order, stopping at the first failure:
 1. size (<= MAX_TOKEN_BYTES) and strict base64url segments; the header a JSON object;
 2. ``alg`` in the configured allow-list (``none`` can never be in it: the loader refuses it,
    and nothing here maps it to a key); a ``crit`` header is refused (we implement no
-   extensions, RFC 7515 4.1.11);
+   extensions, RFC 7515 4.1.11); the payload a JSON object whose ``iss`` is ``issuer`` when
+   one is configured (checked before the signature: refusing on an unverified claim is safe,
+   and another IdP's tokens then cost neither a signature check nor a JWKS fetch here);
 3. the key: with ``secret`` the HMAC secret (only HS* can be configured then); with a JWKS
    the keys of that ``kid`` whose type and curve fit ``alg`` (see jwks.py); an unknown kid
    triggers one rate-limited JWKS refresh;
 4. the signature, over the exact bytes received (HMAC compared in constant time);
 5. claims: ``exp`` required (a bearer token without expiry would be a permanent credential;
    it is also what bounds the cache), ``nbf`` and ``iat`` not in the future, each with
-   ``clock_skew_s``; ``iss`` equal to ``issuer`` when configured; ``aud`` (string or list)
-   naming one of ``audiences`` when configured.
+   ``clock_skew_s``; ``aud`` (string or list) naming one of ``audiences`` when configured.
 
 Verified tokens are cached by the exact ``Authorization`` value until ``exp`` (+ skew), in a
 bounded dict: a repeat costs a lookup and a clock read. Failures that cannot change on a
@@ -136,6 +137,14 @@ class JwtAuthenticator:
             return self._remember(value, F_ALG, now)
         if "crit" in header:
             return self._remember(value, F_CRIT, now)
+        try:
+            claims = json_object(b64url_decode(p64))
+        except ValueError:
+            return self._remember(value, F_MALFORMED, now)
+        if self.issuer is not None and claims.get("iss") != self.issuer:
+            # Refusing on an unverified claim is safe (accepting never is), and it keeps
+            # tokens of other issuers from costing a signature check or a JWKS fetch here.
+            return self._remember(value, F_ISSUER, now)
         signing_input = h64 + b"." + p64
         if self.secret is not None:
             digest = _HMAC.get(alg)
@@ -145,7 +154,7 @@ class JwtAuthenticator:
             expected = hmac.new(self.secret, signing_input, digest).digest()
             if not hmac.compare_digest(expected, sig):
                 return self._remember(value, F_SIGNATURE, now)
-            return self._claims(value, p64, now)
+            return self._claims(value, claims, now)
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             return self._remember(value, F_MALFORMED, now)
@@ -174,7 +183,7 @@ class JwtAuthenticator:
         for k in keys[:MAX_KEYS_TRIED]:
             self.verifications += 1
             if verifier.verify(signing_input, k.key, sig):
-                return self._claims(value, p64, now)
+                return self._claims(value, claims, now)
         return self._remember(value, F_SIGNATURE, now)
 
     async def _after_fetch(self, aw, value, token):
@@ -192,11 +201,7 @@ class JwtAuthenticator:
     def source_failed(self) -> bool:
         return getattr(self.source, "last_error", None) is not None
 
-    def _claims(self, value: bytes, p64: bytes, now: float):
-        try:
-            claims = json_object(b64url_decode(p64))
-        except ValueError:
-            return self._remember(value, F_MALFORMED, now)
+    def _claims(self, value: bytes, claims: dict, now: float):
         skew = self.skew
         exp = claims.get("exp")
         if not _num(exp):
@@ -215,8 +220,6 @@ class JwtAuthenticator:
                 return self._remember(value, F_CLAIMS, now)
             if now + skew < iat:
                 return self._remember(value, F_NOT_YET, now, until=iat - skew)
-        if self.issuer is not None and claims.get("iss") != self.issuer:
-            return self._remember(value, F_ISSUER, now)
         if self.audiences:
             aud = claims.get("aud")
             if isinstance(aud, str):
