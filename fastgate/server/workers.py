@@ -84,7 +84,8 @@ async def gather_snapshots(rundir: str, timeout: float = 2.0) -> list:
 def _child_reset():
     # A fresh process image for asyncio: default signal dispositions, no inherited wakeup fd.
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1,
+                signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
 
 
@@ -123,6 +124,9 @@ def _admin_main(config, config_path, rundir) -> int:
             except (ConfigError, OSError):
                 pass  # the supervisor already logged the errors
 
+        def draining():
+            state["draining"] = True  # /readyz answers 503 while the workers drain
+
         def stop():
             state["draining"] = True
             if not stopped.done():
@@ -135,6 +139,7 @@ def _admin_main(config, config_path, rundir) -> int:
                             ready_getter=lambda: not state["draining"])
         await admin.start()
         loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGUSR2, draining)
         loop.add_signal_handler(signal.SIGTERM, stop)
         loop.add_signal_handler(signal.SIGINT, stop)
         await stopped
@@ -215,7 +220,10 @@ class Supervisor:
                 if sig in (signal.SIGTERM, signal.SIGINT):
                     if not self.stopping:
                         self.stopping = True
-                        self._signal_children(signal.SIGTERM)
+                        # Workers drain first; the admin process keeps answering (readyz:
+                        # 503) until the last worker is gone.
+                        self._signal_children(signal.SIGTERM, "worker")
+                        self._signal_children(signal.SIGUSR2, "admin")
                 elif sig == signal.SIGHUP:
                     self._reload()
                 elif sig == signal.SIGUSR1:
@@ -229,6 +237,8 @@ class Supervisor:
                 continue
             kind, wid = self.children.pop(pid)
             if self.stopping:
+                if not any(k == "worker" for k, _ in self.children.values()):
+                    self._signal_children(signal.SIGTERM, "admin")
                 continue
             code = os.waitstatus_to_exitcode(status)
             log.error("%s %s (pid %d) exited with %s; replacing it", kind, wid, pid, code)
@@ -247,8 +257,10 @@ class Supervisor:
             pass
         return 0
 
-    def _signal_children(self, sig):
-        for pid in list(self.children):
+    def _signal_children(self, sig, kind=None):
+        for pid, (k, _) in list(self.children.items()):
+            if kind is not None and k != kind:
+                continue
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:

@@ -218,3 +218,18 @@ def test_workers_one_scrape_shows_the_whole_instance(upstream, gateway_factory, 
             assert c.get(gw.url + "/echo").status_code == 200
     text = scrape(admin_port)
     assert value(text, "fastgate_requests_total", route="app", method="GET", code="200") == 20
+
+
+def test_workers_readyz_503_while_draining(upstream, gateway_factory, tmp_path):
+    import threading
+    admin_port = free_port()
+    cfg = obs_config(upstream.port, admin_port, tmp_path / "d.log", drain_timeout_s=5)
+    gw = gateway_factory(cfg, workers=2, env={"ADMIN_TOKEN": TOKEN})
+    assert wait(lambda: _up(admin_port))
+    holder = threading.Thread(target=lambda: _quiet(lambda: _slow_request(gw.port)))
+    holder.start()
+    time.sleep(0.3)
+    gw.signal(signal.SIGTERM)
+    assert wait(lambda: _status(admin_port, "/readyz") == 503, 5)
+    holder.join(10)
+    assert gw.proc.wait(15) == 0
