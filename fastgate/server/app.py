@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
 import sys
 import time
 
@@ -185,17 +183,10 @@ class Gateway:
     # ------------------------------------------------------------------ reload
     def reload(self):
         if self.config_path is None:
-            return
-        try:
-            config = load_config(self.config_path)
-        except ConfigError as exc:
-            for err in exc.errors:
-                log.error("reload rejected: %s", err)
-            log.error("reload rejected: keeping the running config (%d errors)", len(exc.errors))
-            self.metrics.config_reload(False)
             return False
-        except OSError as exc:
-            log.error("reload rejected: cannot read %s: %s", self.config_path, exc)
+        # With workers, every worker reloads the same file: one of them reports its errors.
+        config = read_config_for_reload(self.config_path, report=self.worker_id in (None, 0))
+        if config is None:
             self.metrics.config_reload(False)
             return False
         return self.apply_config(config)
@@ -276,6 +267,22 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.close()
         await self.services.close()
+
+
+def read_config_for_reload(path, *, report=True):
+    """The config now in `path`, or None when it cannot be used (each error logged with its
+    key path when `report`): the running config then stays in place."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if report:
+            for err in exc.errors:
+                log.error("reload rejected: %s", err)
+            log.error("reload rejected: keeping the running config (%d errors)", len(exc.errors))
+    except OSError as exc:
+        if report:
+            log.error("reload rejected: cannot read %s: %s", path, exc)
+    return None
 
 
 def run_gateway(config, config_path):

@@ -15,7 +15,6 @@ of pausing do not resume each other's pauses).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 
 from fastgate._core.http import HttpError, RequestParser

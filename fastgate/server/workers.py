@@ -26,8 +26,7 @@ import time
 
 import orjson
 
-from fastgate.config import ConfigError, load_config
-from fastgate.server.app import Gateway, format_bind
+from fastgate.server.app import Gateway, format_bind, read_config_for_reload
 from fastgate.server.services import SharedState
 
 log = logging.getLogger("fastgate.supervisor")
@@ -119,10 +118,9 @@ def _admin_main(config, config_path, rundir) -> int:
             return merge_snapshots(await gather_snapshots(rundir))
 
         def reload():
-            try:
-                state["config"] = load_config(config_path)
-            except (ConfigError, OSError):
-                pass  # the supervisor already logged the errors
+            config = read_config_for_reload(config_path, report=False)  # a worker reports
+            if config is not None:
+                state["config"] = config
 
         def draining():
             state["draining"] = True  # /readyz answers 503 while the workers drain
@@ -267,19 +265,11 @@ class Supervisor:
                 pass
 
     def _reload(self):
-        try:
-            config = load_config(self.config_path)
-        except ConfigError as exc:
-            for err in exc.errors:
-                log.error("reload rejected: %s", err)
-            log.error("reload rejected: keeping the running config (%d errors)", len(exc.errors))
-            # Workers count the failed reload too: let them see the same invalid file.
-            self._signal_children(signal.SIGHUP)
-            return
-        except OSError as exc:
-            log.error("reload rejected: cannot read %s: %s", self.config_path, exc)
-            return
-        self.config = config
+        # The workers read, report and count it themselves; the supervisor only keeps the
+        # newest valid config for the workers it may have to start later.
+        config = read_config_for_reload(self.config_path, report=False)
+        if config is not None:
+            self.config = config
         self._signal_children(signal.SIGHUP)
 
 
