@@ -247,3 +247,20 @@ def test_weak_settings_secret_from_environment(tmp_path):
     assert weak_settings(cfg) == [
         "auth.a.secret: HMAC secret uses fewer than 8 distinct characters: far weaker than its "
         "length suggests"]
+
+
+def test_findings_severity(tmp_path):
+    from fastgate.policies.auth.audit import findings
+    leaked = Key(kid="leak")
+    from jwt.algorithms import RSAAlgorithm
+    priv = json.loads(RSAAlgorithm.to_jwk(leaked.private))
+    priv["kid"] = "leak"
+    p = tmp_path / "jwks.json"
+    p.write_text(json.dumps({"keys": [priv, Key(kid="old", bits=1024).jwk]}))
+    cfg = parse_config(_doc(auth={
+        "a": {"type": "jwt", "secret": "abababababababababababababababababababababababab",
+              "algorithms": ["HS512"]},
+        "c": {"type": "jwt", "jwks_file": str(p)}}))
+    got = findings(cfg)
+    assert [sev for sev, _ in got] == ["high", "medium", "high", "medium"]
+    assert "includes its private part" in got[2][1]

@@ -15,7 +15,9 @@ weaker than its own algorithm needs.
 * RSA keys shorter than 2048 bits in a ``jwks_file`` (NIST SP 800-131A), and a ``jwks_file``
   that is not a usable JWKS at all.
 
-Secrets are never echoed.
+Secrets are never echoed. ``findings(config)`` gives the same lines with a severity:
+``high`` for what a standard forbids outright or what exposes a key (suggested: a check
+error), ``medium`` for what is weak but not forbidden (suggested: a warning).
 """
 from __future__ import annotations
 
@@ -104,6 +106,15 @@ def _from_tree(tree: dict) -> list[str]:
             if "secret" in a:
                 out += _secret_findings(("auth", name, "secret"), a.get("secret"), algs)
     return out
+
+
+_MEDIUM = ("distinct characters", "is RSA-")
+
+
+def findings(config) -> list[tuple[str, str]]:
+    """(severity, line) for each of ``weak_settings(config)``; severity high or medium."""
+    return [("medium" if any(m in line for m in _MEDIUM) else "high", line)
+            for line in weak_settings(config)]
 
 
 def weak_settings(config) -> list[str]:
