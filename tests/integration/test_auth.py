@@ -305,7 +305,6 @@ def test_api_keys(stack):
     ({"X-API-Key": sha(ALICE_KEY)[7:]}, None),
     (None, {"api_key": "guess"}),
     ({"Authorization": "Bearer not-a-key"}, None),
-    ({"X-API-Key": ALICE_KEY}, {"api_key": BOB_KEY}),  # two different keys
 ])
 def test_api_key_mismatch(stack, headers, params):
     r = get(stack, "/keys/echo", headers=headers, params=params)
@@ -315,6 +314,16 @@ def test_api_key_mismatch(stack, headers, params):
                           'Bearer realm="fastgate"'] or \
         challenges[0].startswith('ApiKey realm="fastgate"')
     assert not r.reached_upstream
+
+
+def test_credential_given_twice_is_a_bad_request(stack):
+    tok = stack.key.sign(claims())
+    r = get(stack, "/keys/echo", headers={"X-API-Key": ALICE_KEY}, params={"api_key": BOB_KEY})
+    refused(stack, r, 400, "bad_request")
+    assert not r.reached_upstream
+    r = stack.client.get("/jwt/echo", headers=[("Authorization", f"Bearer {tok}"),
+                                               ("Authorization", f"Bearer {tok}x")])
+    refused(stack, r, 400, "bad_request", r'Bearer realm="fastgate", error="invalid_request".*')
 
 
 # ------------------------------------------------------------------------------ introspection

@@ -101,7 +101,8 @@ def test_same_source_twice_or_disagreeing_sources_are_refused():
     ]
     for headers, target in cases:
         r, ctx = decide(h, *headers, target=target)
-        assert r.status == 401 and ctx.consumer is None, (headers, target)
+        assert (r.status, r.code) == (400, "bad_request") and ctx.consumer is None, headers
+    assert h.failures() == {("orders", "invalid"): len(cases)}
     # The same key in two places is one credential.
     r, ctx = decide(h, (b"x-api-key", ALICE_KEY), target=b"/orders?api_key=" + ALICE_KEY)
     assert r is None and ctx.consumer == "alice"

@@ -23,8 +23,10 @@ Then authorization, in this order: ``groups`` (the consumer must be in one; 403)
 Answers: every 401 carries a ``WWW-Authenticate`` challenge per usable scheme (RFC 6750
 ``Bearer`` for jwt/introspection and bearer API keys, ``ApiKey`` naming the header/query for
 other API keys, ``ClientCert`` for certificates); JSON error codes ``unauthorized``,
-``forbidden``, ``insufficient_user_authentication``, and ``idp_unavailable`` (503, the IdP
-could not be asked: closed, never open). Every refusal counts in
+``forbidden``, ``insufficient_user_authentication``, ``idp_unavailable`` (503, the IdP
+could not be asked: closed, never open), and ``bad_request`` (400) for a credential given
+twice (two Authorization headers, a key in the header and another in the query: the upstream
+might read the copy we did not check). Every refusal counts in
 ``fastgate_auth_failures_total{route,reason}``.
 
 On success: ``ctx.consumer``, ``ctx.consumer_groups``, ``ctx.claims`` (verified claims,
@@ -216,6 +218,8 @@ def _code(fail: Fail) -> str:
         return "forbidden"
     if fail.status == 503:
         return "idp_unavailable"
+    if fail.status == 400:
+        return "bad_request"
     return "unauthorized"
 
 

@@ -70,7 +70,8 @@ class Fail:
 F_MISSING = Fail(401, "missing", "credentials required", None, cache=False)
 F_UNRECOGNISED = Fail(401, "invalid", "bearer token not accepted here", "invalid_token",
                       cache=False)
-F_MULTIPLE = Fail(401, "invalid", "more than one credential of a kind", "invalid_request",
+# RFC 6750 3.1: a repeated credential is invalid_request, answered 400 (malformed request).
+F_MULTIPLE = Fail(400, "invalid", "more than one credential of a kind", "invalid_request",
                   cache=False)
 F_MALFORMED = Fail(401, "invalid", "malformed token", "invalid_token")
 F_ALG = Fail(401, "invalid", "token signed with an algorithm that is not accepted",
