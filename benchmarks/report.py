@@ -212,6 +212,17 @@ def scenario_table(sc: dict) -> str:
         lambda tr: _mib((tr.get("memory") or {}).get("hwm_kib")),
         plain_ratio(lambda tr: (tr.get("memory") or {}).get("hwm_kib")))
     row("errors (all rounds)", lambda tr: _errs_total(tr))
+    waits = {n: rate(sc["targets"][n]).get("gateway_wait_frac") for n in ok}
+    noisy = {n: w for n, w in waits.items() if w and w > 0.05}
+    if noisy:
+        lines += ["", "> ⚠ another workload shared the gateway's CPU (it waited "
+                  + ", ".join(f"{n} {w * 100:.0f}%" for n, w in noisy.items())
+                  + " of the time, median of rounds): that batches requests and lowers "
+                  "CPU/request, so these rounds are less comparable than usual."]
+    retaken = sum(rate(sc["targets"][n]).get("retaken") or 0 for n in ok)
+    if retaken:
+        lines += ["", f"> {retaken} fixed-rate measurement(s) were retaken because the "
+                  "gateway waited for its CPU more than the --max-wait threshold."]
     # the load generator and the upstream share the load-side CPUs
     ncpu = max(1, len(results_load_cpus(sc)))
     side = {n: ((mx(sc["targets"][n]).get("loadgen_cpu_util") or 0)

@@ -60,8 +60,10 @@ class Context:
 class Settings:
     def __init__(self, *, rounds=5, max_rounds=3, warmup=1.0, duration=3.0, procs=1,
                  rate=None, connections=None, idle_connections=None, loadgen="bundled",
-                 smoke=False, pacing="precise", log=print):
+                 smoke=False, pacing="precise", max_wait=0.05, retries=2, log=print):
         self.pacing = pacing
+        self.max_wait = max_wait  # runqueue-wait fraction above which a round is retaken
+        self.retries = retries
         self.rounds = rounds
         self.max_rounds = max_rounds
         self.warmup = warmup
@@ -467,11 +469,24 @@ def _load_phases(sc, res, running, head, ctx, settings, load_cpus, conns):
                 continue
 
             def one():
-                m = measure_bundled(prep, sc, head, mode="open", rate=rate, connections=conns,
-                                    settings=settings, load_cpus=load_cpus, tmp=ctx.tmp, ctx=ctx)
-                m["round"] = r
-                tr.setdefault("rate_rounds", []).append(m)
-                log(f"  rate r{r + 1} {prep.target.name:9s} {_line(m)}")
+                # Another workload on the gateway's CPU batches its requests (it runs less
+                # often, with more to do each time), which lowers CPU/request: such a
+                # measurement is taken again, and the least disturbed attempt is kept.
+                best = None
+                for attempt in range(1 + settings.retries):
+                    m = measure_bundled(prep, sc, head, mode="open", rate=rate,
+                                        connections=conns, settings=settings,
+                                        load_cpus=load_cpus, tmp=ctx.tmp, ctx=ctx)
+                    m["round"] = r
+                    m["attempts"] = attempt + 1
+                    log(f"  rate r{r + 1} {prep.target.name:9s} {_line(m)}"
+                        + (f"  (attempt {attempt + 1})" if attempt else ""))
+                    w = m.get("gateway_wait_frac")
+                    if best is None or (w or 0) < (best.get("gateway_wait_frac") or 0):
+                        best = m
+                    if w is None or not settings.max_wait or w <= settings.max_wait:
+                        break
+                tr.setdefault("rate_rounds", []).append(best)
             _guard(tr, prep, one)
     for prep in running:
         tr = res["targets"][prep.target.name]
@@ -531,6 +546,7 @@ def _summarize(rounds):
         "ttfb_p50_us": med("p50_us", "ttfb"),
         "ttfb_p99_us": med("p99_us", "ttfb"),
         "errors_total": sum(r["errors_total"] for r in rounds),
+        "retaken": sum(r.get("attempts", 1) - 1 for r in rounds),
         "unsent": sum(r.get("unsent", 0) for r in rounds),
         "loadgen_cpu_util": med("loadgen_cpu_util"),
         "send_lag_mean_us": med("send_lag_mean_us"),
