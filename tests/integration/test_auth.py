@@ -415,3 +415,50 @@ def test_reload_keeps_keys_and_applies_consumer_changes(stack):
 def test_open_route_needs_nothing(stack):
     r = get(stack, "/open/echo", headers={"X-Consumer-Name": "admin"})
     assert r.status_code == 200 and "x-consumer-name" not in upstream_headers(r)
+
+
+# ------------------------------------------------------------------------------ other key sources
+def test_jwks_file_and_env_secret(tmp_path, upstream, gateway_factory):
+    """Keys from a file, an HS256 secret from the environment, and worker processes each
+    verifying on their own."""
+    key = Key(kind="EC", kid="file-key", alg="ES256")
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_text(json.dumps(jwks(key)))
+    secret = "hs-secret-from-the-environment-0123456789"
+    cfg = {
+        "listeners": [{"bind": "127.0.0.1:0"}],
+        "logging": {"access_log": "off"},
+        "upstreams": {"app": {"targets": [{"url": upstream.url}]}},
+        "consumers": [{"name": "alice", "jwt_subjects": ["user-123"]}],
+        "auth": {"file": {"type": "jwt", "algorithms": ["ES256"], "jwks_file": str(jwks_path)},
+                 "hs": {"type": "jwt", "secret": "${HS_SECRET}", "audiences": ["orders-api"]}},
+        "routes": [{"name": "f", "paths": ["/f/*"], "upstream": "app",
+                    "auth": {"using": ["file"]}},
+                   {"name": "h", "paths": ["/h/*"], "upstream": "app",
+                    "auth": {"using": ["hs"]}}],
+    }
+    gw = gateway_factory(cfg, env={"HS_SECRET": secret}, workers=2)
+    hs_tok = hs_token({"alg": "HS256", "typ": "JWT"}, claims(), secret.encode())
+    forged = hs_token({"alg": "HS256", "typ": "JWT"}, claims(), b"guessed-secret-0123456789-abcdefgh")
+    es_tok = key.sign(claims())
+    with httpx.Client(base_url=gw.url, timeout=10) as c:
+        assert _wait(lambda: _reachable(c))
+        for _ in range(4):   # fresh connections may land on either worker
+            r = c.get("/f/echo", headers={"Authorization": f"Bearer {es_tok}", "Connection": "close"})
+            assert r.status_code == 200
+            assert ["x-consumer-name", "alice"] in [[k.lower(), v] for k, v in r.json()["headers"]]
+            r = c.get("/h/echo", headers={"Authorization": f"Bearer {hs_tok}", "Connection": "close"})
+            assert r.status_code == 200
+            r = c.get("/h/echo", headers={"Authorization": f"Bearer {forged}", "Connection": "close"})
+            assert r.status_code == 401
+            # A token of the other route's authenticator is not accepted here.
+            r = c.get("/h/echo", headers={"Authorization": f"Bearer {es_tok}", "Connection": "close"})
+            assert r.status_code == 401
+
+
+def _reachable(client) -> bool:
+    try:
+        client.get("/f/echo")
+        return True
+    except httpx.TransportError:
+        return False
