@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import httpx
 
+from tests.helpers.util import wait_for
 from tests.helpers.gateway import free_port, simple_config
 from tests.integration.test_observability import TOKEN, scrape, value
 
@@ -53,15 +53,6 @@ class ToggleServer:
         self.thread.join(5)
 
 
-def wait(pred, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_unhealthy_target_leaves_rotation_and_comes_back(gateway_factory):
     a, b = ToggleServer("a"), ToggleServer("b")
     try:
@@ -75,7 +66,7 @@ def test_unhealthy_target_leaves_rotation_and_comes_back(gateway_factory):
         gw = gateway_factory(cfg)
         b.healthy = False
         label_b = f"127.0.0.1:{b.port}"
-        assert wait(lambda: value(scrape(admin_port), "fastgate_upstream_healthy",
+        assert wait_for(lambda: value(scrape(admin_port), "fastgate_upstream_healthy",
                                   upstream="app", target=label_b) == 0)
         b.hits = 0
         with httpx.Client() as c:
@@ -84,7 +75,7 @@ def test_unhealthy_target_leaves_rotation_and_comes_back(gateway_factory):
         assert value(scrape(admin_port), "fastgate_upstream_healthy", upstream="app",
                      target=f"127.0.0.1:{a.port}") == 1
         b.healthy = True
-        assert wait(lambda: value(scrape(admin_port), "fastgate_upstream_healthy",
+        assert wait_for(lambda: value(scrape(admin_port), "fastgate_upstream_healthy",
                                   upstream="app", target=label_b) == 1)
         with httpx.Client() as c:
             assert {c.get(gw.url + "/x").text for _ in range(10)} == {"a", "b"}
@@ -102,10 +93,10 @@ def test_no_healthy_target_answers_503(gateway_factory):
         gw = gateway_factory(cfg)
         assert httpx.get(gw.url + "/x").text == "a"
         a.healthy = False
-        assert wait(lambda: httpx.get(gw.url + "/x").status_code == 503)
+        assert wait_for(lambda: httpx.get(gw.url + "/x").status_code == 503)
         r = httpx.get(gw.url + "/x")
         assert r.json()["error"]["code"] == "no_healthy_upstream"
         a.healthy = True
-        assert wait(lambda: httpx.get(gw.url + "/x").status_code == 200)
+        assert wait_for(lambda: httpx.get(gw.url + "/x").status_code == 200)
     finally:
         a.stop()

@@ -14,21 +14,13 @@ import time
 import httpx
 import pytest
 
+from tests.helpers.util import proc_status_kb, quietly, wait_for
 from tests.helpers.gateway import REPO, GatewayProc, free_port, simple_config
 
 
 def fastgate(*args, input=None, timeout=30):
     return subprocess.run([sys.executable, "-m", "fastgate", *args], cwd=REPO, input=input,
                           capture_output=True, timeout=timeout)
-
-
-def wait_for(pred, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -167,7 +159,7 @@ def test_drain_timeout_bounds_shutdown(upstream, tmp_path):
     cfg = simple_config(upstream.port, drain_timeout_s=1)
     gw = GatewayProc(cfg, tmp_path)
     gw.wait_ready()
-    t = threading.Thread(target=lambda: _ignore(lambda: httpx.get(gw.url + "/slow/8000", timeout=15)))
+    t = threading.Thread(target=lambda: quietly(lambda: httpx.get(gw.url + "/slow/8000", timeout=15)))
     t.start()
     time.sleep(0.3)
     start = time.monotonic()
@@ -176,13 +168,6 @@ def test_drain_timeout_bounds_shutdown(upstream, tmp_path):
     assert time.monotonic() - start < 5
     t.join(15)
     gw.stop()
-
-
-def _ignore(fn):
-    try:
-        fn()
-    except Exception:
-        pass
 
 
 # ---------------------------------------------------------------------------- connections
@@ -226,14 +211,6 @@ def test_body_timeout_408(upstream, gateway_factory):
 
 
 # ---------------------------------------------------------------------------- big bodies
-def _rss_hwm_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 GIB = 1 << 30
 
 
@@ -241,7 +218,7 @@ def test_one_gib_upload_and_download_stream_with_bounded_memory(upstream, gatewa
     cfg = simple_config(upstream.port, limits={"max_body_bytes": 2 * GIB})
     gw = gateway_factory(cfg)
     pid = gw.proc.pid
-    before = _rss_hwm_kb(pid)
+    before = proc_status_kb(pid, "VmHWM")
     # upload
     with socket.create_connection(("127.0.0.1", gw.port), timeout=60) as s:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % GIB)
@@ -272,7 +249,7 @@ def test_one_gib_upload_and_download_stream_with_bounded_memory(upstream, gatewa
             total += n
     assert head.startswith(b"HTTP/1.1 200")
     assert total == GIB
-    grown_mb = (_rss_hwm_kb(pid) - before) / 1024
+    grown_mb = (proc_status_kb(pid, "VmHWM") - before) / 1024
     assert grown_mb < 64, f"gateway peak RSS grew {grown_mb:.0f} MiB while streaming 1 GiB each way"
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.util import quietly, wait_for
 from tests.helpers.gateway import free_port, simple_config
 
 TOKEN = "admin-secret-token-123"
@@ -57,7 +58,7 @@ def obs_gateway(upstream, gateway_factory, tmp_path):
     gw = gateway_factory(obs_config(upstream.port, admin_port, log_path), env={"ADMIN_TOKEN": TOKEN})
     gw.admin_port = admin_port
     gw.log_path = log_path
-    assert any(l.startswith("admin listening on") for l in gw.stderr_lines) or wait(lambda: _up(admin_port))
+    assert any(l.startswith("admin listening on") for l in gw.stderr_lines) or wait_for(lambda: _up(admin_port))
     return gw
 
 
@@ -66,15 +67,6 @@ def _up(port):
         return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def wait(pred, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_admin_auth_and_health(obs_gateway):
@@ -130,11 +122,11 @@ def test_promtool_accepts_exposition(obs_gateway):
 def test_reload_counted(obs_gateway):
     gw = obs_gateway
     gw.signal(signal.SIGHUP)  # same valid file
-    assert wait(lambda: value(scrape(gw.admin_port), "fastgate_config_reloads_total", result="success") == 1)
+    assert wait_for(lambda: value(scrape(gw.admin_port), "fastgate_config_reloads_total", result="success") == 1)
     good = open(gw.path).read()
     gw.write_config("bogus: 1\n")
     gw.signal(signal.SIGHUP)
-    assert wait(lambda: value(scrape(gw.admin_port), "fastgate_config_reloads_total", result="failure") == 1)
+    assert wait_for(lambda: value(scrape(gw.admin_port), "fastgate_config_reloads_total", result="failure") == 1)
     gw.write_config(good)
 
 
@@ -148,7 +140,7 @@ def test_access_log_fields_redaction_and_rotation(obs_gateway):
     httpx.get(gw.url + "/echo/x?api_key=supersecret&page=2",
               headers={"Authorization": "Bearer tok-SECRET", "X-API-Key": "k-SECRET",
                        "User-Agent": "fg-test", "X-Request-ID": "log-check-1"})
-    assert wait(lambda: os.path.exists(gw.log_path) and any(
+    assert wait_for(lambda: os.path.exists(gw.log_path) and any(
         e.get("request_id") == "log-check-1" for e in read_log(gw.log_path)))
     text = open(gw.log_path).read()
     assert "SECRET" not in text and "supersecret" not in text
@@ -166,7 +158,7 @@ def test_access_log_fields_redaction_and_rotation(obs_gateway):
     gw.signal(signal.SIGUSR1)
     time.sleep(0.3)
     httpx.get(gw.url + "/echo", headers={"X-Request-ID": "after-rotate"})
-    assert wait(lambda: os.path.exists(gw.log_path) and any(
+    assert wait_for(lambda: os.path.exists(gw.log_path) and any(
         e["request_id"] == "after-rotate" for e in read_log(gw.log_path)))
     assert not any(e["request_id"] == "after-rotate" for e in read_log(rotated))
 
@@ -177,11 +169,11 @@ def test_readyz_503_while_draining(upstream, gateway_factory, tmp_path):
     gw = gateway_factory(cfg, env={"ADMIN_TOKEN": TOKEN})
     import threading
     # a request held in flight (its body arrives slowly) keeps the drain going
-    holder = threading.Thread(target=lambda: _quiet(lambda: _slow_request(gw.port)))
+    holder = threading.Thread(target=lambda: quietly(lambda: _slow_request(gw.port)))
     holder.start()
     time.sleep(0.3)
     gw.signal(signal.SIGTERM)
-    assert wait(lambda: _status(admin_port, "/readyz") == 503, 5)
+    assert wait_for(lambda: _status(admin_port, "/readyz") == 503, 5)
     holder.join(10)
 
 
@@ -192,13 +184,6 @@ def _slow_request(port):
         time.sleep(1.5)
         s.sendall(b"defghij")
         s.recv(65536)
-
-
-def _quiet(fn):
-    try:
-        fn()
-    except Exception:
-        pass
 
 
 def _status(port, path):
@@ -212,7 +197,7 @@ def test_workers_one_scrape_shows_the_whole_instance(upstream, gateway_factory, 
     admin_port = free_port()
     gw = gateway_factory(obs_config(upstream.port, admin_port, tmp_path / "w.log"),
                          workers=2, env={"ADMIN_TOKEN": TOKEN})
-    assert wait(lambda: _up(admin_port))
+    assert wait_for(lambda: _up(admin_port))
     for _ in range(20):
         with httpx.Client() as c:  # new connections: spread over both workers
             assert c.get(gw.url + "/echo").status_code == 200
@@ -225,11 +210,11 @@ def test_workers_readyz_503_while_draining(upstream, gateway_factory, tmp_path):
     admin_port = free_port()
     cfg = obs_config(upstream.port, admin_port, tmp_path / "d.log", drain_timeout_s=5)
     gw = gateway_factory(cfg, workers=2, env={"ADMIN_TOKEN": TOKEN})
-    assert wait(lambda: _up(admin_port))
-    holder = threading.Thread(target=lambda: _quiet(lambda: _slow_request(gw.port)))
+    assert wait_for(lambda: _up(admin_port))
+    holder = threading.Thread(target=lambda: quietly(lambda: _slow_request(gw.port)))
     holder.start()
     time.sleep(0.3)
     gw.signal(signal.SIGTERM)
-    assert wait(lambda: _status(admin_port, "/readyz") == 503, 5)
+    assert wait_for(lambda: _status(admin_port, "/readyz") == 503, 5)
     holder.join(10)
     assert gw.proc.wait(15) == 0

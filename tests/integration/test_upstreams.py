@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from tests.helpers.util import proc_status_kb, raw_server
 from tests.helpers.gateway import simple_config
 from tests.helpers.upstream import UpstreamServer
 
@@ -105,22 +106,15 @@ def test_connection_close_from_client_closes_after_response(gateway):
     assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data.lower()
 
 
-def _rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-
-
 def test_slow_client_download_is_backpressured(upstream, gateway_factory):
     gw = gateway_factory(simple_config(upstream.port))
     size = 512 << 20
-    before = _rss_kb(gw.proc.pid)
+    before = proc_status_kb(gw.proc.pid, "VmRSS")
     with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         s.sendall(b"GET /download/%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % size)
         time.sleep(1.5)  # not reading: the gateway must stop reading the upstream
-        during = _rss_kb(gw.proc.pid)
+        during = proc_status_kb(gw.proc.pid, "VmRSS")
         total = 0
         buf = bytearray(1 << 20)
         while True:
@@ -159,7 +153,7 @@ def test_slow_upstream_upload_is_backpressured(gateway_factory):
     th.start()
     try:
         gw = gateway_factory(simple_config(port, limits={"max_body_bytes": 1 << 30}))
-        before = _rss_kb(gw.proc.pid)
+        before = proc_status_kb(gw.proc.pid, "VmRSS")
         with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
             s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (256 << 20))
             block = b"b" * (1 << 20)
@@ -171,7 +165,7 @@ def test_slow_upstream_upload_is_backpressured(gateway_factory):
                     sent += s.send(block)
                 except socket.timeout:
                     continue
-            during = _rss_kb(gw.proc.pid)
+            during = proc_status_kb(gw.proc.pid, "VmRSS")
             assert sent < (128 << 20), "the client could push far more than socket buffers hold"
             s.settimeout(30)
             while sent < (256 << 20):
@@ -239,24 +233,11 @@ def test_https_upstream_verified_with_custom_ca(tls_upstream, gateway_factory):
     assert httpx.get(gw.url + "/noverify").status_code == 200
 
 
-def _raw_server(handler):
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(asyncio.start_server(handler, "127.0.0.1", 0))
-    port = server.sockets[0].getsockname()[1]
-    th = threading.Thread(target=loop.run_forever, daemon=True)
-    th.start()
-
-    def stop():
-        loop.call_soon_threadsafe(loop.stop)
-        th.join(5)
-    return port, stop
-
-
 def test_upstream_that_drops_new_connections_gets_502_not_a_hang(gateway_factory):
     async def handler(reader, writer):
         writer.transport.abort()
 
-    port, stop = _raw_server(handler)
+    port, stop = raw_server(handler)
     try:
         gw = gateway_factory(simple_config(port))
         for _ in range(3):
@@ -278,7 +259,7 @@ def test_stale_pooled_connection_is_retried_for_idempotent_requests(gateway_fact
         finally:
             writer.close()
 
-    port, stop = _raw_server(handler)
+    port, stop = raw_server(handler)
     try:
         gw = gateway_factory(simple_config(port))
         with httpx.Client() as c:
