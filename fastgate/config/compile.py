@@ -33,7 +33,8 @@ class CompiledRoute:
 
 
 class Snapshot:
-    __slots__ = ("config", "router", "routes", "upstreams", "limits", "generation", "pool_keys")
+    __slots__ = ("config", "router", "routes", "upstreams", "limits", "generation", "pool_keys",
+                 "body_ceiling")
 
 
 _PARAM = re.compile(r"\{([^{}]+)\}")
@@ -139,4 +140,8 @@ def compile_snapshot(config, services, pools, generation: int = 0) -> Snapshot:
         table.append((route, rc.name, rc.hosts or None, rc.methods or None, list(rc.paths)))
     snap.routes = routes
     snap.router = Router(table)
+    # The parser's own limit is the largest any route accepts (a route may allow more than
+    # limits.max_body_bytes, its default); each route's limit is applied after routing.
+    snap.body_ceiling = max([config.limits.max_body_bytes] +
+                            [r.max_body_bytes for r in config.routes if r.max_body_bytes])
     return snap

@@ -149,7 +149,7 @@ class ClientProtocol(asyncio.Protocol):
             max_request_line_bytes=limits.max_request_line_bytes,
             max_header_bytes=limits.max_header_bytes,
             max_headers=limits.max_headers,
-            max_body_bytes=limits.max_body_bytes,
+            max_body_bytes=gw.snapshot.body_ceiling,
         )
         self.deadline_kind = D_HEADER
         self.deadline = _monotonic() + limits.header_timeout_s
@@ -293,11 +293,14 @@ class ClientProtocol(asyncio.Protocol):
         ctx.route_name = route.name
         ctx.params = params
         self.path = path
-        if route.max_body_bytes is not None and has_body:
-            if head.content_length > route.max_body_bytes:
+        if has_body:
+            limit = route.max_body_bytes
+            if limit is None:
+                limit = snap.limits.max_body_bytes
+            if head.content_length > limit:
                 self._answer_error(413, "payload_too_large", "request body too large")
                 return
-            self.parser.set_body_limit(route.max_body_bytes)
+            self.parser.set_body_limit(limit)
         self.policy_index = 0
         self._run_access()
 

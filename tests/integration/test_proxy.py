@@ -273,12 +273,24 @@ def test_limits_414_431_413(upstream, gateway_factory):
 
 
 def test_route_max_body_bytes(upstream, gateway_factory):
-    cfg = simple_config(None)
+    cfg = simple_config(None, limits={"max_body_bytes": 100})
     cfg["upstreams"] = {"app": {"targets": [{"url": upstream.url}]}}
-    cfg["routes"] = [{"name": "small", "paths": ["/*"], "upstream": "app", "max_body_bytes": 10}]
+    cfg["routes"] = [
+        {"name": "small", "paths": ["/small/*"], "upstream": "app", "max_body_bytes": 10},
+        {"name": "big", "paths": ["/big/*"], "upstream": "app", "max_body_bytes": 1000},
+        {"name": "default", "paths": ["/*"], "upstream": "app"},
+    ]
     gw = gateway_factory(cfg)
-    assert httpx.post(gw.url + "/echo", content=b"a" * 11).status_code == 413
-    assert httpx.post(gw.url + "/echo", content=b"a" * 10).status_code == 200
+    assert httpx.post(gw.url + "/small/echo", content=b"a" * 11).status_code == 413
+    assert httpx.post(gw.url + "/small/echo", content=b"a" * 10).status_code == 200
+    # a route may allow more than the global default, with either framing
+    assert httpx.post(gw.url + "/big/echo", content=b"a" * 1000).status_code == 200
+    assert httpx.post(gw.url + "/big/echo", content=iter([b"a" * 500] * 2)).status_code == 200
+    assert httpx.post(gw.url + "/big/echo", content=b"a" * 1001).status_code == 413
+    assert httpx.post(gw.url + "/big/echo", content=iter([b"a" * 501] * 2)).status_code == 413
+    assert httpx.post(gw.url + "/echo", content=b"a" * 101).status_code == 413
+    assert httpx.post(gw.url + "/echo", content=iter([b"a" * 51] * 2)).status_code == 413
+    assert httpx.post(gw.url + "/echo", content=b"a" * 100).status_code == 200
 
 
 def test_header_timeout_slowloris_gets_408(upstream, gateway_factory):
