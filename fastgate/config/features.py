@@ -20,8 +20,6 @@ UNSUPPORTED: set[str] = {
     "routes[].waf",
     "routes[].cors",
     "routes[].transform",
-    "routes[].ip",
-    "routes[].lifecycle",
     "routes[].budget",
     "routes[].ai",
     "ai",

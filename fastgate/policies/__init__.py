@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 
 REGISTRY = (
+    "fastgate.policies.ip",
+    "fastgate.policies.lifecycle",
     "fastgate.policies.auth",
     "fastgate.policies.rate_limit",
 )
