@@ -14,6 +14,7 @@ import orjson
 
 from fastgate._core.router import Router
 from fastgate.policies import load_builders
+from fastgate.server.headers import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS
 from fastgate.upstream.balance import Upstream
 
 
@@ -21,6 +22,7 @@ class CompiledRoute:
     __slots__ = (
         "name", "index", "cfg", "upstream", "respond", "strip_prefix", "rewrite_parts",
         "rewrite", "preserve_host", "access", "response", "max_body_bytes", "timeout_s",
+        "drop_request_headers", "drop_response_headers",
     )
 
     def render_rewrite(self, params) -> bytes:
@@ -126,6 +128,8 @@ def compile_snapshot(config, services, pools, generation: int = 0) -> Snapshot:
         route.timeout_s = rc.timeout_s
         access = []
         response = []
+        drop_req = set(DROP_REQUEST_HEADERS)
+        drop_resp = set(DROP_RESPONSE_HEADERS)
         for build in builders:
             policy = build(rc, services)
             if policy is None:
@@ -134,8 +138,14 @@ def compile_snapshot(config, services, pools, generation: int = 0) -> Snapshot:
                 access.append(policy.access)
             if hasattr(policy, "response"):
                 response.append(policy.response)
+            # Headers a policy sets itself must not also pass through as the client or
+            # the upstream sent them.
+            drop_req |= getattr(policy, "strip_request_headers", frozenset())
+            drop_resp |= getattr(policy, "strip_response_headers", frozenset())
         route.access = tuple(access)
         route.response = tuple(response)
+        route.drop_request_headers = frozenset(drop_req)
+        route.drop_response_headers = frozenset(drop_resp)
         routes.append(route)
         table.append((route, rc.name, rc.hosts or None, rc.methods or None, list(rc.paths)))
     snap.routes = routes

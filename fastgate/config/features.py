@@ -19,7 +19,6 @@ from .source import document_order, format_path
 UNSUPPORTED: set[str] = {
     "routes[].waf",
     "routes[].cors",
-    "routes[].transform",
     "routes[].budget",
     "routes[].ai",
     "ai",

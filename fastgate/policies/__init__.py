@@ -13,6 +13,7 @@ REGISTRY = (
     "fastgate.policies.lifecycle",
     "fastgate.policies.auth",
     "fastgate.policies.rate_limit",
+    "fastgate.policies.transform",
 )
 
 

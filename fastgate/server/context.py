@@ -8,6 +8,7 @@ class RequestContext:
         "route",             # compiled route (fastgate.config.compile.CompiledRoute) or None
         "route_name",        # str; "_none" when no route matched
         "params",            # dict[str, str] of {param} path segments, or None
+        "query",             # bytes: query string to send upstream instead of head.query, or None
         "client_ip",         # str
         "client_port",       # int
         "tls",               # bool: arrived over TLS
@@ -35,6 +36,7 @@ class RequestContext:
         self.route = None
         self.route_name = "_none"
         self.params = None
+        self.query = None
         self.tls = False
         self.peer_cert = None
         self.consumer = None

@@ -51,19 +51,6 @@ DISCARD_BODY_LIMIT = 1024 * 1024   # unread body we swallow to keep a connection
 LINGER_S = 2.0
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
-# Request headers never forwarded as received: hop-by-hop ones (RFC 9110 7.6.1), framing we
-# redo ourselves, and everything the gateway sets authoritatively.
-DROP_REQUEST_HEADERS = frozenset((
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"upgrade", b"proxy-authorization", b"content-length", b"host", b"expect",
-    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id",
-    b"traceparent", b"x-consumer-name", b"x-consumer-groups",
-))
-DROP_RESPONSE_HEADERS = frozenset((
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"upgrade", b"content-length", b"proxy-authenticate", b"x-request-id",
-))
-
 _monotonic = time.monotonic
 
 
@@ -410,7 +397,8 @@ class ClientProtocol(asyncio.Protocol):
         prefix = self.upstream.path_prefix
         if prefix:
             path = prefix + path
-        target = path + b"?" + head.query if head.query else path
+        query = head.query if ctx.query is None else ctx.query
+        target = path + b"?" + query if query else path
         self.req_chunked = head.chunked
         client_ip = self.client_ip_b
         xff = head.get_all(b"x-forwarded-for")
@@ -440,7 +428,7 @@ class ClientProtocol(asyncio.Protocol):
         elif head.method in (b"POST", b"PUT", b"PATCH"):
             tail.append(b"content-length: 0\r\n")
         return join_head(head.method + b" " + target + b" HTTP/1.1\r\n", head.headers,
-                         DROP_REQUEST_HEADERS, head.connection_tokens, tail)
+                         route.drop_request_headers, head.connection_tokens, tail)
 
     def _dispatch(self, failed_pool):
         """Pick a target and send the request: from the warm pool synchronously, else via
@@ -598,7 +586,7 @@ class ClientProtocol(asyncio.Protocol):
             self.keep_alive = False
             tail.append(b"connection: close\r\n")
         tail.append(b"\r\n")
-        data = join_head(status_line(status), head.headers, DROP_RESPONSE_HEADERS,
+        data = join_head(status_line(status), head.headers, route.drop_response_headers,
                          head.connection_tokens, tail)
         ctx.bytes_out += len(data)
         self.resp_started = True
