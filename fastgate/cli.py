@@ -1,4 +1,4 @@
-"""The `fastgate` command: run, check, demo, hash-key."""
+"""The `fastgate` command: run, check, audit, demo, hash-key."""
 from __future__ import annotations
 
 import argparse
@@ -17,13 +17,21 @@ def _setup_logging():
 
 
 def _load_or_report(path):
+    """(config, None) or (None, every error as a KEY.PATH line): schema errors from the
+    loader, then what cannot work or is forbidden (TLS files that do not load, weak HMAC
+    secrets...)."""
+    from fastgate.audit import check_errors
     from fastgate.config import ConfigError, load_config
     try:
-        return load_config(path), None
+        config = load_config(path)
     except ConfigError as exc:
         return None, exc.errors
     except OSError as exc:
         return None, [f"{path}: cannot read: {exc.strerror or exc}"]
+    errors = check_errors(config)
+    if errors:
+        return None, errors
+    return config, None
 
 
 def cmd_check(args) -> int:
@@ -88,6 +96,33 @@ def _parse_workers(value):
     return n if n >= 1 else None
 
 
+def cmd_audit(args) -> int:
+    import orjson
+
+    from fastgate.audit import findings
+    from fastgate.config import ConfigError, load_config
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for err in exc.errors:
+            print(err, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{args.config}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    found = findings(config)
+    if args.format == "json":
+        print(orjson.dumps({"findings": [
+            {"severity": sev, "key": line.split(": ", 1)[0], "message": line.split(": ", 1)[-1]}
+            for sev, line in found]}).decode())
+    else:
+        for sev, line in found:
+            print(f"{sev}: {line}")
+        if not found:
+            print(f"{args.config}: no findings")
+    return 1 if any(sev == "high" for sev, _ in found) else 0
+
+
 def cmd_demo(args) -> int:
     _setup_logging()
     from fastgate.demo import run_demo
@@ -114,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config file (exit 0 valid, 2 invalid)")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("audit", help="security findings (exit 1 if any is high)")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_audit)
     p = sub.add_parser("demo", help="run the gateway with a built-in sample upstream and config")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_demo)

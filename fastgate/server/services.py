@@ -39,5 +39,6 @@ class Services:
         rate_limit_hooks.reconfigure(self, config)
 
     async def close(self):
-        from fastgate.policies import rate_limit_hooks
+        from fastgate.policies import auth, rate_limit_hooks
+        auth.close(self)  # JWKS refreshes, introspection connections
         await rate_limit_hooks.close(self)

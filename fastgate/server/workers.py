@@ -88,7 +88,7 @@ def _child_reset():
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _worker_main(config, config_path, shared, worker_id, rundir) -> int:
+def _worker_main(config, config_path, shared, worker_id, rundir, ready_fd) -> int:
     import uvloop
 
     async def main():
@@ -96,6 +96,11 @@ def _worker_main(config, config_path, shared, worker_id, rundir) -> int:
         gw = Gateway(config, config_path, shared=shared, sockets=sockets, worker_id=worker_id)
         await gw.start()
         snap_server = await _serve_snapshots(gw, os.path.join(rundir, f"w{worker_id}.sock"))
+        try:  # tell the supervisor this worker accepts connections now
+            os.write(ready_fd, b"r")
+        except OSError:
+            pass
+        os.close(ready_fd)
         await gw.wait_stopped()
         snap_server.close()
         await gw.close()
@@ -167,9 +172,10 @@ class Supervisor:
                 _child_reset()
                 for sock in self.reserved:
                     sock.close()
+                os.close(self.ready_r)
                 if kind == "worker":
                     code = _worker_main(self.config, self.config_path, self.shared, wid,
-                                        self.rundir)
+                                        self.rundir, self.ready_w)
                 else:
                     code = _admin_main(self.config, self.config_path, self.rundir)
             except BaseException:
@@ -202,10 +208,14 @@ class Supervisor:
             self.config = config
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
+        self.ready_r, self.ready_w = os.pipe()
+        os.set_blocking(self.ready_w, False)
         for wid in range(self.n):
             self._fork("worker", wid)
         if config.admin is not None:
             self._fork("admin", -1)
+        if not self._wait_ready():
+            return self._abort_start()
         for l, port in resolved:
             print(f"listening on {format_bind(l.host, port)}", file=sys.stderr, flush=True)
         if config.admin is not None:
@@ -245,6 +255,10 @@ class Supervisor:
                 time.sleep(RESPAWN_BACKOFF_S)
             last_respawn[(kind, wid)] = time.monotonic()
             self._fork(kind, wid)
+        self._cleanup()
+        return 0
+
+    def _cleanup(self):
         for sock in self.reserved:
             sock.close()
         try:
@@ -253,7 +267,38 @@ class Supervisor:
             os.rmdir(self.rundir)
         except OSError:
             pass
-        return 0
+
+    def _wait_ready(self, timeout: float = 30.0) -> bool:
+        """`listening on` is printed only once every worker accepts connections."""
+        import select
+        got = 0
+        deadline = time.monotonic() + timeout
+        while got < self.n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("workers did not start within %.0f s", timeout)
+                return False
+            readable, _, _ = select.select([self.ready_r], [], [], min(left, 0.1))
+            if readable:
+                got += len(os.read(self.ready_r, self.n))
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+            if pid:
+                kind, wid = self.children.pop(pid)
+                log.error("%s %s exited during start-up", kind, wid)
+                return False
+        return True
+
+    def _abort_start(self) -> int:
+        self.stopping = True
+        self._signal_children(signal.SIGTERM)
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.children.clear()
+        self._cleanup()
+        return 1
 
     def _signal_children(self, sig, kind=None):
         for pid, (k, _) in list(self.children.items()):

@@ -229,9 +229,9 @@ class AuthPolicy:
 
     ``strip_request_headers``: lower-case names of the headers this route's authenticators
     set from claims (``forward_claims``). Client-sent copies must not reach the upstream,
-    whichever authenticator decides: the core drops them when the compiled route has a
-    ``drop_request_headers`` set (it folds this attribute into it); until then the policy
-    removes them from the parsed head itself.
+    whichever authenticator decides: compile folds them into the route's
+    ``drop_request_headers``, applied when the upstream head is written (after the
+    credentials were read, so forward_claims may name any header).
     """
 
     name = "auth"
@@ -317,10 +317,6 @@ class AuthPolicy:
             return self._deny(ctx, F_SCOPE)
         if self.mfa and not (v.mfa or (v.acr is not None and v.acr in self.acr_values)):
             return self._deny(ctx, F_MFA)
-        if self.strip_request_headers and getattr(ctx.route, "drop_request_headers", None) is None:
-            # Only once authenticated (a refused request goes nowhere), and after the
-            # credentials were read: forward_claims may name any header.
-            _strip(ctx.head.headers, self.strip_request_headers)
         ctx.claims = v.claims
         if info is not None:
             ctx.consumer = info.name
@@ -329,12 +325,6 @@ class AuthPolicy:
         if v.forward:
             ctx.upstream_headers += v.forward
         return None
-
-
-def _strip(headers: list, names: frozenset) -> None:
-    for i in range(len(headers) - 1, -1, -1):
-        if headers[i][0] in names:
-            del headers[i]
 
 
 def close(services) -> None:
