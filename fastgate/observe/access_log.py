@@ -21,7 +21,6 @@ import queue
 import re
 import select
 import stat
-import sys
 import threading
 import time
 from urllib.parse import unquote_plus
