@@ -486,6 +486,7 @@ def _load_phases(sc, res, running, head, ctx, settings, load_cpus, conns):
                         best = m
                     if w is None or not settings.max_wait or w <= settings.max_wait:
                         break
+                best["tries"] = attempt + 1
                 tr.setdefault("rate_rounds", []).append(best)
             _guard(tr, prep, one)
     for prep in running:
@@ -546,7 +547,7 @@ def _summarize(rounds):
         "ttfb_p50_us": med("p50_us", "ttfb"),
         "ttfb_p99_us": med("p99_us", "ttfb"),
         "errors_total": sum(r["errors_total"] for r in rounds),
-        "retaken": sum(r.get("attempts", 1) - 1 for r in rounds),
+        "retaken": sum(r.get("tries", 1) - 1 for r in rounds),
         "unsent": sum(r.get("unsent", 0) for r in rounds),
         "loadgen_cpu_util": med("loadgen_cpu_util"),
         "send_lag_mean_us": med("send_lag_mean_us"),
