@@ -176,20 +176,30 @@ def _read_stat(pid):
 
 
 def descendants(root: int) -> list[int]:
-    """root and every process below it (found through PPid, so setsid children count too)."""
+    """root and every process below it (through PPid, so setsid children count too), plus
+    any process still in root's process group (a child orphaned by a dead parent)."""
     children: dict[int, list[int]] = {}
+    group = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         st = _read_stat(entry)
         if st is None:
             continue
-        children.setdefault(int(st[1]), []).append(int(entry))
+        pid = int(entry)
+        children.setdefault(int(st[1]), []).append(pid)
+        if int(st[2]) == root:
+            group.append(pid)
     out, todo = [], [root]
+    seen = set()
     while todo:
         pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
         out.append(pid)
         todo.extend(children.get(pid, ()))
+    out.extend(p for p in group if p not in seen)
     return out
 
 

@@ -149,6 +149,7 @@ def _pythonpath():
 
 def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections, settings,
                     load_cpus, tmp, ctx):
+    _alive(prep)
     nproc = max(1, min(settings.procs, connections))
     base = {"host": HOST, "port": prep.port, "request_head": request_head,
             "body_size": sc.body_size, "expect_body": sc.expect_body, "mode": mode,
@@ -181,6 +182,7 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
     finally:
         for g in gens:
             g.stop()
+    _alive(prep)
     m = _combine(results, cpu_s, wall, settings.duration, sc, connected, connections, rate)
     m["cpu_detail"] = meter.last
     w = meter.last.get("runqueue_wait_s")
@@ -189,6 +191,11 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
     m["gateway_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.gw_cpus)
     m["load_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.load_cpus)
     return m
+
+
+def _alive(prep):
+    if not prep.proc.alive():
+        raise TargetError(f"{prep.target.name} exited with {prep.proc.popen.returncode}")
 
 
 def _combine(results, cpu_s, wall, duration, sc, connected, connections, rate):
@@ -231,13 +238,17 @@ def _combine(results, cpu_s, wall, duration, sc, connected, connections, rate):
 
 def measure_wrk(prep, sc, request_head, *, connections, settings, load_cpus, tmp):
     from benchmarks import wrk
+    _alive(prep)
     meter = P.CpuMeter([prep.proc.pid])
-    return wrk.run(prep, sc, request_head, connections=connections,
-                   duration=settings.warmup + settings.duration, cpus=load_cpus, tmp=tmp,
-                   meter=meter)
+    m = wrk.run(prep, sc, request_head, connections=connections,
+                duration=settings.warmup + settings.duration, cpus=load_cpus, tmp=tmp,
+                meter=meter)
+    _alive(prep)
+    return m
 
 
 def measure_idle(prep, sc, request_head, *, connections, settings, load_cpus, tmp):
+    _alive(prep)
     nproc = max(1, min(settings.procs, connections))
     root = prep.proc.pid
     before = P.memory_kib(root)
@@ -402,7 +413,8 @@ def run_scenario(sc: Scenario, targets, ctx: Context, settings: Settings, load_c
             if prep.proc and prep.proc.alive():
                 tr["memory"] = P.memory_kib(prep.proc.pid)
             elif tr["status"] == "ok":
-                tr.update(status="error", reason=f"exited: {prep.proc.log_tail(5)}")
+                tr.update(status="error", reason=f"exited ({prep.proc.popen.returncode}) "
+                                                 f"{prep.proc.log_tail(3)}".strip())
     finally:
         for prep in preps:
             if prep.proc is not None:
@@ -416,7 +428,9 @@ def _guard(tr, prep, fn):
         fn()
     except (HarnessError, TargetError) as e:
         if prep.proc is not None and not prep.proc.alive():
-            tr.update(status="error", reason=f"died: {prep.proc.log_tail(5)}")
+            tail = " | ".join(ln for ln in prep.proc.log_tail(3).splitlines() if ln.strip())
+            tr.update(status="error",
+                      reason=f"died (exit {prep.proc.popen.returncode}) {tail}".strip())
         else:
             tr.update(status="error", reason=str(e))
 
