@@ -399,6 +399,14 @@ def write(results, outdir) -> dict:
         json.dump(results, f, indent=1, default=str)
     with open(paths["md"], "w") as f:
         f.write(markdown(results))
+    cfgdir = os.path.join(outdir, "configs")
+    for sc in results.get("scenarios", []):
+        for name, tr in sc.get("targets", {}).items():
+            if tr.get("config"):
+                os.makedirs(cfgdir, exist_ok=True)
+                ext = {"fastgate": "yaml", "nginx": "conf", "haproxy": "cfg"}.get(name, "txt")
+                with open(os.path.join(cfgdir, f"{sc['name']}-{name}.{ext}"), "w") as f:
+                    f.write(tr["config"])
     png = os.path.join(outdir, "results.png")
     if plot(results, png):
         paths["png"] = png

@@ -377,7 +377,9 @@ def run_scenario(sc: Scenario, targets, ctx: Context, settings: Settings, load_c
             tr.update(status="n/a", reason=why)
             continue
         try:
-            preps.append(t.prepare(sc, conns))
+            prep = t.prepare(sc, conns)
+            preps.append(prep)
+            tr["config"] = prep.config_text()
         except NotApplicable as e:
             tr.update(status="n/a", reason=str(e))
         except TargetError as e:

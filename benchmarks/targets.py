@@ -67,6 +67,15 @@ class Prepared:
         self.env = env
         self.proc: Proc | None = None
 
+    def config_text(self) -> str | None:
+        """The generated config (kept with the results: what exactly ran)."""
+        for name in ("fastgate.yaml", "nginx.conf", "haproxy.cfg"):
+            path = os.path.join(self.workdir, name)
+            if os.path.exists(path):
+                with open(path) as f:
+                    return f.read()
+        return None
+
 
 class Target:
     name = "?"
