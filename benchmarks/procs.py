@@ -63,14 +63,16 @@ class Proc:
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         cpus = list(cpus) if cpus else None
 
-        def _pin():  # runs in the child before exec, so every descendant inherits it
+        def _child_setup():  # in the child before exec; affinity is inherited by descendants
             if cpus:
                 os.sched_setaffinity(0, cpus)
+            # if the harness is SIGKILLed its finally never runs: the kernel sends SIGTERM
+            _set_parent_death_signal(signal.SIGTERM)
 
         self.popen = subprocess.Popen(
             self.argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
             stdout=stdout if stdout is not None else self._log, stderr=self._log,
-            env=env, cwd=cwd, start_new_session=True, preexec_fn=_pin if cpus else None,
+            env=env, cwd=cwd, start_new_session=True, preexec_fn=_child_setup,
         )
         self.pid = self.popen.pid
         _STARTED.append(self)
@@ -126,6 +128,23 @@ class Proc:
             self._log = subprocess.DEVNULL
         if self in _STARTED:
             _STARTED.remove(self)
+
+
+def _load_prctl():
+    # loaded in the parent: a child between fork and exec should not import anything
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+_prctl = _load_prctl()
+
+
+def _set_parent_death_signal(sig):
+    if _prctl is not None:
+        _prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _signal_group(pgid, sig):
