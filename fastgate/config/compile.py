@@ -22,7 +22,7 @@ class CompiledRoute:
     __slots__ = (
         "name", "index", "cfg", "upstream", "respond", "strip_prefix", "rewrite_parts",
         "rewrite", "preserve_host", "access", "response", "max_body_bytes", "timeout_s",
-        "drop_request_headers", "drop_response_headers",
+        "drop_request_headers", "drop_response_headers", "answers_preflight",
     )
 
     def render_rewrite(self, params) -> bytes:
@@ -144,6 +144,8 @@ def compile_snapshot(config, services, pools, generation: int = 0) -> Snapshot:
             drop_resp |= getattr(policy, "strip_response_headers", frozenset())
         route.access = tuple(access)
         route.response = tuple(response)
+        route.answers_preflight = any(
+            getattr(getattr(f, "__self__", None), "handles_preflight", False) for f in access)
         route.drop_request_headers = frozenset(drop_req)
         route.drop_response_headers = frozenset(drop_resp)
         routes.append(route)

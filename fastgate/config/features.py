@@ -18,7 +18,6 @@ from .source import document_order, format_path
 
 UNSUPPORTED: set[str] = {
     "routes[].waf",
-    "routes[].cors",
     "routes[].budget",
     "routes[].ai",
     "ai",

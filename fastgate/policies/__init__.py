@@ -10,6 +10,7 @@ import importlib
 
 REGISTRY = (
     "fastgate.policies.ip",
+    "fastgate.policies.cors",         # before auth: preflights carry no credentials
     "fastgate.policies.lifecycle",
     "fastgate.policies.auth",
     "fastgate.policies.rate_limit",

@@ -5,6 +5,8 @@ calls, in order, ``policy.access(ctx)`` for every policy of the matched route:
 
 * ``None``             -> continue with the next policy (the common, synchronous path)
 * a ``Reject``         -> stop, answer the client with that error (JSON body per SPEC)
+* a ``Respond``        -> stop, answer the client with that (non-error) response, e.g. a
+                          CORS preflight
 * an awaitable         -> the core pauses reading the connection, awaits it, and treats the
                           awaited result exactly like a direct return (None or Reject)
 
@@ -34,6 +36,17 @@ class Reject:
 
     def __repr__(self) -> str:
         return f"Reject({self.status}, {self.code!r}, {self.message!r})"
+
+
+class Respond:
+    """A complete local answer a policy gives instead of forwarding (not an error)."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers=(), body: bytes = b""):
+        self.status = status
+        self.headers = headers  # sequence of (lower-case name bytes, value bytes)
+        self.body = body
 
 
 class Policy:

@@ -21,7 +21,7 @@ from fastgate._core.http import HttpError, RequestParser
 from fastgate._core.router import MATCH, METHOD_NOT_ALLOWED, normalize_path
 from fastgate._core.writer import header_lines, join_head
 from fastgate.observe.ids import request_id_from, traceparent_from
-from fastgate.policies.base import Reject
+from fastgate.policies.base import Reject, Respond
 from fastgate.server.context import RequestContext
 from fastgate.server.responses import (
     CONTINUE_100, ERROR_CODES, build_response, error_body, status_line,
@@ -268,6 +268,14 @@ class ClientProtocol(asyncio.Protocol):
             self._answer_error(400, "bad_request", "invalid request path")
             return
         kind, value, params = snap.router.match(head.method, head.host, path)
+        if kind == METHOD_NOT_ALLOWED and head.method == b"OPTIONS":
+            # A CORS preflight asks about another method: route it as that method, and
+            # let the route answer it if one of its policies handles preflights.
+            asked = head.get(b"access-control-request-method")
+            if asked is not None:
+                k2, v2, p2 = snap.router.match(asked, head.host, path)
+                if k2 == MATCH and v2.answers_preflight:
+                    kind, value, params = k2, v2, p2
         if kind != MATCH:
             if kind == METHOD_NOT_ALLOWED:
                 self._answer_error(405, "method_not_allowed", "method not allowed for this route",
@@ -304,6 +312,9 @@ class ClientProtocol(asyncio.Protocol):
             if isinstance(result, Reject):
                 self._answer_reject(result)
                 return
+            if isinstance(result, Respond):
+                self._answer_local(result.status, list(result.headers), result.body)
+                return
             # Must wait (JWKS fetch, redis, introspection): stop reading, resume later.
             self.policy_index = i
             self._pause_reading(P_WAITING)
@@ -327,6 +338,9 @@ class ClientProtocol(asyncio.Protocol):
         try:
             if isinstance(result, Reject):
                 self._answer_reject(result)
+                return
+            if isinstance(result, Respond):
+                self._answer_local(result.status, list(result.headers), result.body)
                 return
             self._run_access()
         except Exception as exc:
