@@ -340,7 +340,7 @@ def _probe(prep, sc: Scenario, jwt_token):
     if "request_id" in sc.features and not r.getheader("X-Request-ID"):
         raise TargetError("request_id: the response has no X-Request-ID")
     if "jwt_rs256" in sc.features:
-        r2, data2 = send(with_auth=False)
+        r2, _ = send(with_auth=False)
         if r2.status != 401:
             raise TargetError(f"jwt_rs256: a request without a token got {r2.status}, not 401")
 
