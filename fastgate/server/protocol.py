@@ -66,7 +66,7 @@ class ClientProtocol(asyncio.Protocol):
         "keep_alive", "parser", "path", "peer_cert", "pending", "pending_bytes", "policy_index",
         "read_paused", "req_chunked", "resp_chunked", "resp_head", "resp_keepalive",
         "resp_started", "resume_pending", "state", "tls", "transport", "tries", "up",
-        "up_deadline", "up_head", "up_pool", "up_sent_at", "upstream", "waiting", "wbuf",
+        "up_deadline", "up_head", "up_pool", "up_sent_at", "up_wbuf", "upstream", "waiting", "wbuf",
         "write_paused", "__weakref__",
     )
 
@@ -110,6 +110,7 @@ class ClientProtocol(asyncio.Protocol):
         self.policy_index = 0
         self.resp_keepalive = False
         self.wbuf = None                # response bytes gathered during one upstream read
+        self.up_wbuf = None             # request bytes gathered during one parser call
         self.discarding = False         # answered locally; swallowing the rest of the body
 
     # ------------------------------------------------------------------ connection events
@@ -191,6 +192,8 @@ class ClientProtocol(asyncio.Protocol):
             self._close()
             return
         self.in_parser = False
+        if self.up_wbuf is not None:
+            self._flush_up()
         if self.state == S_ACTIVE and self.parser.buffered > PIPELINE_BUFFER_LIMIT:
             self._pause_reading(P_PIPELINE)
 
@@ -367,12 +370,11 @@ class ClientProtocol(asyncio.Protocol):
         ctx.bytes_in += len(data)
         if self.discarding:
             return  # we already answered locally; swallow the rest of the body
-        up = self.up
-        if up is not None and self.up_head is None:
+        if self.up is not None and self.up_head is None:
             if self.req_chunked:
-                up.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                self._up_send(b"%x\r\n" % len(data), data, b"\r\n")
             else:
-                up.transport.write(data)
+                self._up_send(data)
             self.body_sent_any = True
             return
         if self.pending is None:
@@ -392,9 +394,8 @@ class ClientProtocol(asyncio.Protocol):
             # A local answer was sent before the body ended: the exchange is over now.
             self._finish()
             return
-        up = self.up
-        if up is not None and self.up_head is None and self.req_chunked:
-            up.transport.write(b"0\r\n\r\n")
+        if self.up is not None and self.up_head is None and self.req_chunked:
+            self._up_send(b"0\r\n\r\n")
 
     # ---------------------------------------------------------------- upstream request
     def _build_upstream_head(self, ctx, route) -> bytes:
@@ -535,9 +536,9 @@ class ClientProtocol(asyncio.Protocol):
         conn.parser.start(head.method == b"HEAD")
         up_head = self.up_head
         if ctx.route.preserve_host and head.host:
-            conn.transport.write(up_head + b"\r\n")
+            self._up_send(up_head, b"\r\n")
         else:
-            conn.transport.writelines((up_head, pool.host_header))
+            self._up_send(up_head, pool.host_header)
         self.up_head = None
         self.up_sent_at = _monotonic()
         self.up_deadline = self.up_sent_at + self.upstream_read_timeout()
@@ -548,16 +549,36 @@ class ClientProtocol(asyncio.Protocol):
             self.body_sent_any = True
             if self.req_chunked:
                 for data in pending:
-                    conn.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                    self._up_send(b"%x\r\n" % len(data), data, b"\r\n")
             else:
-                conn.transport.writelines(pending)
+                self._up_send(*pending)
             self._resume_reading(P_WAITING)
         if self.body_done and self.req_chunked:
-            conn.transport.write(b"0\r\n\r\n")
+            self._up_send(b"0\r\n\r\n")
+        if not self.in_parser:
+            self._flush_up()
         if conn.peer_paused:
             self._pause_reading(P_UPSTREAM_FULL)
         if self.write_paused:
             conn.pause_reading()
+
+    def _up_send(self, *pieces):
+        """Queue bytes for the upstream. They leave when the current parser call returns
+        without error (_flush_up): if the parser rejects something later in the same read,
+        nothing of that request has reached the upstream."""
+        buf = self.up_wbuf
+        if buf is None:
+            self.up_wbuf = list(pieces)
+        else:
+            buf.extend(pieces)
+
+    def _flush_up(self):
+        buf = self.up_wbuf
+        if buf is not None:
+            self.up_wbuf = None
+            up = self.up
+            if up is not None and not up.closed:
+                up.transport.writelines(buf)
 
     def upstream_read_timeout(self):
         route = self.ctx.route
@@ -825,12 +846,15 @@ class ClientProtocol(asyncio.Protocol):
             self._reject_malformed(exc)
             return
         self.in_parser = False
+        if self.up_wbuf is not None:
+            self._flush_up()
 
     def _log(self, ctx):
         gw = self.gateway
         gw.record(ctx)
 
     def _drop_upstream(self):
+        self.up_wbuf = None
         up = self.up
         if up is not None:
             self.up = None

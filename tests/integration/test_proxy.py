@@ -436,3 +436,15 @@ def test_h2c_upgrade_is_not_forwarded(gateway, upstream):
     names = [k for k, _ in rec.headers]
     assert b"upgrade" not in names and b"http2-settings" not in names
     assert rec.header(b"connection") in (None, b"keep-alive")
+
+
+@pytest.mark.parametrize("payload", [p for p in SMUGGLING if b"chunked\r\n\r\n" in p and b"HTTP/1.1" in p])
+def test_rejected_body_in_the_same_read_never_reaches_a_warm_upstream(gateway, upstream, payload):
+    """With a pooled upstream connection ready, the head is dispatched synchronously; bytes
+    for the upstream still wait until the whole read parsed cleanly."""
+    with httpx.Client() as c:
+        assert c.get(gateway.url + "/echo").status_code == 200  # warm the pool
+    before = len(upstream.requests)
+    raw = raw_exchange(gateway.port, payload)
+    assert statuses(raw)[0] == 400
+    assert len(upstream.requests) == before, upstream.requests[before:]
