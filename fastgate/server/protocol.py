@@ -65,7 +65,7 @@ class ClientProtocol(asyncio.Protocol):
         "deadline", "deadline_kind", "discarding", "gateway", "head_seen", "in_parser",
         "keep_alive", "parser", "path", "peer_cert", "pending", "pending_bytes", "policy_index",
         "read_paused", "req_chunked", "resp_chunked", "resp_head", "resp_keepalive",
-        "resp_started", "resume_pending", "state", "tls", "transport", "tries", "up",
+        "resp_flushed", "resp_hdr_mark", "resp_started", "resume_pending", "state", "tls", "transport", "tries", "up",
         "up_deadline", "up_head", "up_pool", "up_sent_at", "up_wbuf", "upstream", "waiting", "wbuf",
         "write_paused", "__weakref__",
     )
@@ -110,6 +110,7 @@ class ClientProtocol(asyncio.Protocol):
         self.policy_index = 0
         self.resp_keepalive = False
         self.wbuf = None                # response bytes gathered during one upstream read
+        self.resp_flushed = False       # some response bytes went to the client
         self.up_wbuf = None             # request bytes gathered during one parser call
         self.discarding = False         # answered locally; swallowing the rest of the body
 
@@ -599,6 +600,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         ctx.status = status
         self.resp_keepalive = head.keep_alive
+        self.resp_hdr_mark = len(ctx.response_headers)
         route = ctx.route
         for policy in route.response:
             policy(ctx, head)
@@ -646,6 +648,7 @@ class ClientProtocol(asyncio.Protocol):
         wbuf = self.wbuf
         if wbuf:
             self.wbuf = None
+            self.resp_flushed = True
             if self.state != S_CLOSED:
                 self.transport.writelines(wbuf)
 
@@ -678,6 +681,14 @@ class ClientProtocol(asyncio.Protocol):
         self.up_deadline = 0.0
         if self.state != S_ACTIVE:
             return
+        if self.resp_started and not self.resp_flushed:
+            # The head (and any body) is still in our buffer: the client can get a clean
+            # 502 instead of a truncated response.
+            self.wbuf = None
+            self.resp_started = False
+            self.resp_chunked = False
+            self.ctx.status = 0
+            del self.ctx.response_headers[self.resp_hdr_mark:]  # keep the access-phase ones
         if self.resp_started:
             # Part of the response already went out: the only honest signal is to abort.
             self.gateway.log_error("upstream %s failed mid-response: %s",

@@ -448,3 +448,25 @@ def test_rejected_body_in_the_same_read_never_reaches_a_warm_upstream(gateway, u
     raw = raw_exchange(gateway.port, payload)
     assert statuses(raw)[0] == 400
     assert len(upstream.requests) == before, upstream.requests[before:]
+
+
+def test_bad_upstream_body_in_the_first_read_gets_a_clean_502(gateway_factory):
+    """A response whose chunked framing breaks inside the first read from the upstream:
+    nothing was sent to the client yet, so it gets a 502 rather than a truncated 200."""
+    import asyncio
+    from tests.helpers.util import raw_server
+
+    async def handler(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+
+    port, stop = raw_server(handler)
+    try:
+        gw = gateway_factory(simple_config(port))
+        r = httpx.get(gw.url + "/x")
+        assert r.status_code == 502 and r.json()["error"]["code"] == "bad_gateway"
+    finally:
+        stop()
