@@ -313,11 +313,7 @@ class ClientProtocol(asyncio.Protocol):
             i += 1
             if result is None:
                 continue
-            if isinstance(result, Reject):
-                self._answer_reject(result)
-                return
-            if isinstance(result, Respond):
-                self._answer_local(result.status, list(result.headers), result.body)
+            if self._answered(result):
                 return
             # Must wait (JWKS fetch, redis, introspection): stop reading, resume later.
             self.policy_index = i
@@ -340,15 +336,20 @@ class ClientProtocol(asyncio.Protocol):
             return
         self._resume_reading(P_WAITING)
         try:
-            if isinstance(result, Reject):
-                self._answer_reject(result)
-                return
-            if isinstance(result, Respond):
-                self._answer_local(result.status, list(result.headers), result.body)
-                return
-            self._run_access()
+            if result is None or not self._answered(result):
+                self._run_access()
         except Exception as exc:
             self._internal_error(exc)
+
+    def _answered(self, result) -> bool:
+        """Answer a policy's Reject or Respond; False for anything else (an awaitable)."""
+        if isinstance(result, Reject):
+            self._answer_reject(result)
+            return True
+        if isinstance(result, Respond):
+            self._answer_local(result.status, list(result.headers), result.body)
+            return True
+        return False
 
     def _proceed(self):
         ctx = self.ctx
