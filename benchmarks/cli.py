@@ -62,6 +62,9 @@ def parse_args(argv):
                          "%% of the time: another workload shared the machine (default 5; 0 "
                          "disables)")
     ap.add_argument("--retries", type=int, default=2, help="see --max-wait (default 2)")
+    ap.add_argument("--tls-version", choices=("1.2", "1.3"), default=None,
+                    help="highest TLS version the load generator offers in TLS scenarios "
+                         "(default: the best both sides speak, TLS 1.3)")
     ap.add_argument("--procs", type=int, default=1,
                     help="load generator processes (split connections and rate; default 1)")
     ap.add_argument("--workers", default=None,
@@ -125,7 +128,7 @@ def main(argv=None):
         procs=max(1, a.procs), rate=a.rate, connections=a.connections,
         idle_connections=a.idle_connections, loadgen=a.loadgen, smoke=smoke,
         pacing=a.pacing, max_wait=0.0 if smoke else a.max_wait / 100.0, retries=a.retries,
-        log=lambda s: print(s, flush=True))
+        tls_version=a.tls_version, log=lambda s: print(s, flush=True))
     fastgate_cmd = shlex.split(a.fastgate_cmd) if a.fastgate_cmd else None
     t0 = time.monotonic()
     try:
@@ -151,6 +154,9 @@ def main(argv=None):
     paths = report.write(results, out)
     print()
     print(report.summary_table(results))
+    derived = report.derived(results)
+    if derived:
+        print("\n".join(derived) + "\n")
     print("wrote " + ", ".join(paths.values()))
     if a.publish:
         print("published " + report.publish(paths["md"]))

@@ -181,6 +181,14 @@ class Gen:
         self.nconn = int(spec["connections"])
         self.expect_body = spec.get("expect_body")
         self.timeout = float(spec.get("timeout", 10.0))
+        # TLS: {"ca_file", "server_name", "version"}; connections are kept alive, so every
+        # handshake happens while connecting, before the measurement starts
+        tls = spec.get("tls")
+        self.ssl = self.server_name = None
+        if tls:
+            from benchmarks.tls_fixture import client_context
+            self.ssl = client_context(tls["ca_file"], tls.get("version"))
+            self.server_name = tls.get("server_name")
         self.conns: list[Conn] = []
         self.idle: deque[Conn] = deque()
         self.backlog: deque[float] = deque()
@@ -226,9 +234,19 @@ class Gen:
         return len(made)
 
     async def _connect(self):
+        kw = {"ssl": self.ssl, "server_hostname": self.server_name} if self.ssl else {}
         _, proto = await asyncio.wait_for(
-            self.loop.create_connection(lambda: Conn(self), self.host, self.port), 10.0)
+            self.loop.create_connection(lambda: Conn(self), self.host, self.port, **kw), 10.0)
         return proto
+
+    def tls_negotiated(self) -> str | None:
+        """Protocol and cipher of a connection, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"."""
+        for c in self.conns:
+            t = c.transport
+            obj = t.get_extra_info("ssl_object") if t is not None else None
+            if obj is not None:
+                return f"{obj.version()} {obj.cipher()[0]}"
+        return None
 
     async def _reconnect(self):
         while mono() < self.t_end:
@@ -437,6 +455,7 @@ class Gen:
         except asyncio.TimeoutError:
             pass
         unfinished = self.inflight
+        tls = self.tls_negotiated() if self.ssl else None
         for c in self.conns:
             if c.transport is not None:
                 c.transport.close()
@@ -459,6 +478,7 @@ class Gen:
             "loadgen_cpu_warmup": ru1 - ru0,
             "hist": bucketize(self.lat),
             "ttfb_hist": bucketize(self.ttfb) if self.ttfb is not None else None,
+            "tls": tls,
         }
 
     async def run_idle(self, t_start):

@@ -195,6 +195,14 @@ def scenario_table(sc: dict) -> str:
     if any((rate(sc["targets"][n]).get("ttfb_p50_us") is not None) for n in ok):
         row("time to response head p50 / p99 ms @ fixed rate",
             lambda tr: " / ".join(_ms(rate(tr).get(k)) for k in ("ttfb_p50_us", "ttfb_p99_us")))
+    if any(rate(sc["targets"][n]).get("redis_cpu_us_per_req") is not None for n in ok):
+        row("Redis: CPU µs/req / calls per s @ fixed rate (its own process, load side)",
+            lambda tr: (f"{_num(rate(tr).get('redis_cpu_us_per_req'), 2)} / "
+                        f"{_num(rate(tr).get('redis_calls_per_s'), 1)}")
+            if rate(tr).get("redis_cpu_us_per_req") is not None else "–")
+    if any(rate(sc["targets"][n]).get("access_log_bytes_per_req") is not None for n in ok):
+        row("access log bytes/req @ fixed rate",
+            lambda tr: _num(rate(tr).get("access_log_bytes_per_req")))
     row("load generator: mean send lag µs / CPU %",
         lambda tr: f"{_num(rate(tr).get('send_lag_mean_us'))} / "
                    f"{_num((rate(tr).get('loadgen_cpu_util') or 0) * 100)}")
@@ -289,6 +297,80 @@ def summary_table(results) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The issue's target for cluster-scope limits: at most this much gateway CPU per request
+# over the same limit kept locally.
+CLUSTER_OVER_LOCAL_TARGET = 1.2
+
+
+def derived(results) -> list[str]:
+    """Figures read across scenarios, as Markdown lines: what the rate-limit scopes, the access
+    log and TLS cost over passthrough. Scenarios are measured one after the other, so each is
+    a ratio or difference of two medians (not of interleaved rounds)."""
+    by = {s["name"]: s for s in results.get("scenarios", [])}
+
+    def fig(scn, target):
+        """(median CPU µs/req at the fixed rate, half spread %, offered rate) or None."""
+        sc = by.get(scn)
+        tr = (sc or {}).get("targets", {}).get(target) or {}
+        r = tr.get("rate") or {}
+        if tr.get("status") != "ok" or r.get("cpu_us_per_req") is None:
+            return None
+        sp = r.get("cpu_us_per_req_spread_pct")
+        return r["cpu_us_per_req"], None if sp is None else sp / 2, sc.get("rate")
+
+    def ratio(a, b):
+        if a is None or b is None:
+            return None, "not measured"
+        if a[2] != b[2]:
+            return None, f"offered rates differ ({a[2]:g}/s vs {b[2]:g}/s)"
+        if a[1] is None or b[1] is None:
+            return a[0] / b[0], "one round each: no spread"
+        return a[0] / b[0], f"±{a[1] + b[1]:.1f}%"
+
+    def fmt_ratio(num, den, target):
+        v, why = ratio(fig(num, target), fig(den, target))
+        return f"{num} / {den} " + (f"**{v:.2f}×** ({why})" if v is not None else f"– ({why})")
+
+    def fmt_delta(num, target):
+        a, b = fig(num, target), fig("passthrough", target)
+        v, why = ratio(a, b)
+        if v is None:
+            return None
+        return f"{target} **{a[0] - b[0]:+.1f} µs/req** ({(v - 1) * 100:+.0f}%, {why})"
+
+    lines = []
+    if "limit_cluster" in by and "limit_local" in by:
+        v, _ = ratio(fig("limit_cluster", "fastgate"), fig("limit_local", "fastgate"))
+        verdict = "" if v is None else (
+            f" — target ≤ {CLUSTER_OVER_LOCAL_TARGET:.1f}×: "
+            + ("**met**" if v <= CLUSTER_OVER_LOCAL_TARGET else "**not met**"))
+        parts = [fmt_ratio("limit_cluster", "limit_local", "fastgate") + verdict]
+        if "passthrough" in by:
+            parts += [fmt_ratio("limit_local", "passthrough", "fastgate"),
+                      fmt_ratio("limit_cluster", "passthrough", "fastgate")]
+        r = ((by["limit_cluster"]["targets"].get("fastgate") or {}).get("rate") or {})
+        if r.get("redis_calls_per_s") is not None:
+            parts.append(f"Redis: {r['redis_calls_per_s']:,.0f} calls/s "
+                         f"({r.get('redis_calls_per_req') or 0:.4f} per request), "
+                         f"{_num(r.get('redis_cpu_us_per_req'), 2)} µs of its own CPU per request")
+        lines.append("- **rate limit scopes, fastgate** (gateway CPU µs/req): "
+                     + " · ".join(parts))
+    for scn, label in (("access_log", "access log adds (access_log − passthrough)"),
+                       ("tls", "TLS adds (tls − passthrough)")):
+        if scn not in by or "passthrough" not in by:
+            continue
+        parts = [p for p in (fmt_delta(scn, t) for t in results.get("targets", [])) if p]
+        if parts:
+            lines.append(f"- **{label}**, gateway CPU per request: " + " · ".join(parts))
+    if not lines:
+        return []
+    head = ("Across scenarios (medians at the fixed rate; scenarios are measured one after "
+            "the other, so ± adds up the half spreads of both sides' rounds):")
+    if results.get("smoke"):
+        head += " *smoke run: tiny load, not a measurement*"
+    return [head, ""] + lines
+
+
 def _short_na(tr):
     if not tr:
         return "–"
@@ -331,6 +413,9 @@ def markdown(results) -> str:
     if results.get("smoke"):
         out += ["**Smoke run** (tiny load, seconds): checks the harness, not performance.", ""]
     out += ["## Summary", "", summary_table(results), ""]
+    derived_lines = derived(results)
+    if derived_lines:
+        out += derived_lines + [""]
     for sc in results["scenarios"]:
         out += [scenario_table(sc), ""]
     out += ["Features named by scenarios: " + "; ".join(f"`{k}` = {v}" for k, v in FEATURES.items())

@@ -42,13 +42,21 @@ class HarnessError(Exception):
 
 
 class Context:
-    def __init__(self, tmp, upstream_port, workers=None, fastgate_cmd=None, nofile=1024):
+    def __init__(self, tmp, upstream_port, workers=None, fastgate_cmd=None, nofile=1024,
+                 tls_version=None):
         self.nofile = nofile  # RLIMIT_NOFILE every started process inherits
         self.tmp = tmp
         self.upstream_port = upstream_port
         self.workers = workers
         self.fastgate_cmd = fastgate_cmd
+        self.tls_version = tls_version  # client's highest TLS version: None (best) or "1.2"
+        self.redis = None        # benchmarks.redisd.RedisServer while a scenario needs one
+        self.redis_error = None  # why there is none, shown as the n/a reason
+        self.load_cpus = None
+        self.gw_cpus = None
+        self.unavailable = {}
         self._jwt = None
+        self._tls = None
 
     def jwt(self):
         if self._jwt is None:
@@ -56,11 +64,24 @@ class Context:
             self._jwt = JwtFixture(self.tmp)
         return self._jwt
 
+    def tls(self):
+        """The test CA and server certificate, made once per run in the temp dir."""
+        if self._tls is None:
+            from benchmarks.tls_fixture import TlsFixture
+            self._tls = TlsFixture(self.tmp)
+        return self._tls
+
+    def client_tls(self):
+        from benchmarks.tls_fixture import client_context
+        return client_context(self.tls().ca_path, self.tls_version)
+
 
 class Settings:
     def __init__(self, *, rounds=5, max_rounds=3, warmup=1.0, duration=3.0, procs=1,
                  rate=None, connections=None, idle_connections=None, loadgen="bundled",
-                 smoke=False, pacing="precise", max_wait=0.05, retries=2, log=print):
+                 smoke=False, pacing="precise", max_wait=0.05, retries=2, tls_version=None,
+                 log=print):
+        self.tls_version = tls_version
         self.pacing = pacing
         self.max_wait = max_wait  # runqueue-wait fraction above which a round is retaken
         self.retries = retries
@@ -157,6 +178,11 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
             "cpus": load_cpus, "procs": nproc, "ms_timer": settings.pacing == "ms",
             "ttfb": sc.ttfb,
             "grace": min(sc.timeout, 5.0)}
+    if prep.tls:
+        base["tls"] = {"ca_file": ctx.tls().ca_path, "server_name": ctx.tls().server_name,
+                       "version": ctx.tls_version}
+    if prep.access_log:
+        _truncate(prep.access_log)  # the closed-loop phase alone writes tens of MB a round
     gens = []
     try:
         for k in range(nproc):
@@ -167,16 +193,25 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
         connected = sum(int(g.expect("READY", 60.0)) for g in gens)
         meter = P.CpuMeter([prep.proc.pid])
         up_meter = P.CpuMeter([ctx.upstream_pid])
+        redis = ctx.redis if ctx.redis is not None and ctx.redis.alive() else None
+        redis_meter = P.CpuMeter([redis.pid]) if redis else None
         t_start = mono() + 0.05
         for g in gens:
             g.go(t_start)
         _sleep_until(t_start + settings.warmup)
         busy0 = P.cpu_busy_snapshot()
+        log0 = _size(prep.access_log)
+        cmds0 = _redis_commands(redis)
         meter.start()
         up_meter.start()
+        if redis_meter:
+            redis_meter.start()
         _sleep_until(t_start + settings.warmup + settings.duration)
         cpu_s, wall = meter.stop()
         up_s, _ = up_meter.stop()
+        redis_s = redis_meter.stop()[0] if redis_meter else None
+        cmds1 = _redis_commands(redis)
+        log1 = _size(prep.access_log)
         busy1 = P.cpu_busy_snapshot()
         results = [g.result(settings.duration + sc.timeout + 30.0) for g in gens]
     finally:
@@ -190,7 +225,46 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
     m["upstream_cpu_util"] = up_s / wall if wall else None
     m["gateway_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.gw_cpus)
     m["load_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.load_cpus)
+    count = m["requests"]
+    if redis_s is not None:
+        m["redis_cpu_util"] = redis_s / wall if wall else None
+        m["redis_cpu_us_per_req"] = redis_s * 1e6 / count if count else None
+        if cmds0 is not None and cmds1 is not None:
+            # less the INFO that took the first reading
+            calls = max(0, cmds1 - cmds0 - 1)
+            m["redis_calls_per_s"] = calls / wall if wall else None
+            m["redis_calls_per_req"] = calls / count if count else None
+    if log0 is not None and log1 is not None:
+        m["access_log_bytes_per_req"] = (log1 - log0) / count if count else None
+    tls = [r.get("tls") for r in results if r.get("tls")]
+    if tls:
+        m["tls"] = tls[0]
     return m
+
+
+def _truncate(path):
+    try:
+        os.truncate(path, 0)
+    except OSError:  # not created yet
+        pass
+
+
+def _size(path):
+    if not path:
+        return None
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _redis_commands(redis):
+    if redis is None:
+        return None
+    try:
+        return redis.commands()
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"the harness's redis-server stopped answering: {e}") from None
 
 
 def _alive(prep):
@@ -309,11 +383,12 @@ def _sleep_until(t):
         time.sleep(d)
 
 
-def _probe(prep, sc: Scenario, jwt_token):
+def _probe(prep, sc: Scenario, jwt_token, ctx):
     """Real requests through the target before measuring: one that must succeed (catches a
     proxy that answers but does not proxy, e.g. 502 on everything) and, per feature, one that
     shows the feature is really on (a gateway that ignored it would be measured cheap)."""
     import http.client
+    evidence = {}
 
     def send(with_auth=True):
         headers = {"Host": "bench.local"}
@@ -322,16 +397,25 @@ def _probe(prep, sc: Scenario, jwt_token):
                 continue
             headers[k] = v.replace("{jwt}", jwt_token or "")
         body = b"x" * sc.body_size if sc.body_size else None
-        conn = http.client.HTTPConnection(HOST, prep.port, timeout=sc.timeout)
+        if prep.tls:
+            conn = _TlsConnection(prep.port, ctx.client_tls(), ctx.tls().server_name,
+                                  timeout=sc.timeout)
+        else:
+            conn = http.client.HTTPConnection(HOST, prep.port, timeout=sc.timeout)
         try:
             conn.request(sc.method, sc.path, body=body, headers=headers)
             r = conn.getresponse()
-            return r, r.read()
+            data = r.read()
+            if prep.tls:
+                evidence["tls"] = f"{conn.sock.version()} {conn.sock.cipher()[0]}"
+            return r, data
         except (OSError, http.client.HTTPException) as e:
             raise TargetError(f"probe request failed: {e!r}") from None
         finally:
             conn.close()
 
+    redis = ctx.redis if "rate_limit_cluster" in sc.features else None
+    keys0 = redis.stats()["keys"] if redis is not None else 0
     r, data = send()
     if r.status != 200:
         raise TargetError(f"probe answered {r.status}: {data[:200]!r}")
@@ -343,6 +427,61 @@ def _probe(prep, sc: Scenario, jwt_token):
         r2, _ = send(with_auth=False)
         if r2.status != 401:
             raise TargetError(f"jwt_rs256: a request without a token got {r2.status}, not 401")
+    if prep.target.name == "fastgate" and {"rate_limit", "rate_limit_cluster"} & set(sc.features):
+        # SPEC: rate-limited routes answer with RateLimit-* headers
+        if r.getheader("RateLimit-Limit") is None:
+            raise TargetError("rate limit: the response has no RateLimit-Limit header")
+    if redis is not None:
+        # the limiter leases tokens from a bucket in Redis: the request must have created it
+        deadline = mono() + 3.0
+        while redis.stats()["keys"] <= keys0:
+            if mono() > deadline:
+                raise TargetError("rate_limit_cluster: no bucket appeared in Redis after a "
+                                  "request")
+            time.sleep(0.05)
+    if prep.access_log:
+        evidence["access_log"] = _logged_line(prep.access_log, sc.path)
+    return evidence
+
+
+def _logged_line(path, want_path, timeout=3.0):
+    """The access-log line of the probe request (logs are flushed off the request path, so it
+    may take a moment), checked to be JSON naming the path."""
+    deadline = mono() + timeout
+    while True:
+        try:
+            with open(path, "rb") as f:
+                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        if lines:
+            try:
+                entry = json.loads(lines[-1])
+            except ValueError:
+                raise TargetError(f"access_log: not JSON: {lines[-1][:200]!r}") from None
+            if not isinstance(entry, dict) or want_path.split("?")[0] not in json.dumps(entry):
+                raise TargetError(f"access_log: the line does not name {want_path}: "
+                                  f"{lines[-1][:200]!r}")
+            return lines[-1].decode("utf-8", "replace")
+        if mono() > deadline:
+            raise TargetError(f"access_log: nothing written to {path} {timeout:.0f}s after a "
+                              "request")
+        time.sleep(0.05)
+
+
+class _TlsConnection:
+    """http.client over TLS to 127.0.0.1 with SNI = the certificate's name (what the load
+    generator sends too), trusting the test CA only."""
+
+    def __new__(cls, port, context, server_name, timeout):
+        import http.client
+        import socket
+
+        class Conn(http.client.HTTPConnection):
+            def connect(self):
+                raw = socket.create_connection((HOST, port), timeout=timeout)
+                self.sock = context.wrap_socket(raw, server_hostname=server_name)
+        return Conn(HOST, port, timeout=timeout)
 
 
 # --- one scenario --------------------------------------------------------------------------
@@ -360,6 +499,13 @@ def run_scenario(sc: Scenario, targets, ctx: Context, settings: Settings, load_c
             for t in targets:
                 res["targets"][t.name] = {"status": "n/a", "reason": str(e)}
             return res
+    if "tls" in sc.features:
+        try:
+            ctx.tls()
+        except RuntimeError as e:
+            for t in targets:
+                res["targets"][t.name] = {"status": "n/a", "reason": str(e)}
+            return res
     head = sc.request_head(jwt_token)
     if sc.kind == "idle":
         conns = settings.idle_connections or (sc.smoke_connections if settings.smoke
@@ -370,6 +516,43 @@ def run_scenario(sc: Scenario, targets, ctx: Context, settings: Settings, load_c
     res["connections"] = conns
     res["load_cpus"] = load_cpus
     preps = []
+    try:
+        _start_redis(sc, ctx, res, log)
+        return _run_started(sc, targets, ctx, settings, load_cpus, gw_cpus, res, preps, head,
+                            jwt_token, conns)
+    finally:
+        for prep in preps:
+            if prep.proc is not None:
+                prep.proc.stop()
+        if ctx.redis is not None:
+            ctx.redis.stop()
+            ctx.redis = None
+        ctx.redis_error = None
+
+
+def _start_redis(sc, ctx, res, log):
+    """The scenario's own redis-server, on the load side's CPUs: in a deployment Redis is
+    another machine, so it must not take the gateway's CPU (its own CPU is reported apart)."""
+    from benchmarks.redisd import RedisError, RedisServer
+    from benchmarks.scenarios import REDIS_FEATURES
+    ctx.redis, ctx.redis_error = None, None
+    if not set(REDIS_FEATURES) & set(sc.features):
+        return
+    r = RedisServer(os.path.join(ctx.tmp, f"redis-{sc.name}"), cpus=ctx.load_cpus)
+    try:
+        r.start()
+    except RedisError as e:
+        ctx.redis_error = str(e)
+        log(f"  redis: {e}")
+        return
+    ctx.redis = r
+    res["redis"] = r.version()
+    log(f"  redis: {res['redis']} on {r.url}")
+
+
+def _run_started(sc, targets, ctx, settings, load_cpus, gw_cpus, res, preps, head, jwt_token,
+                 conns):
+    log = settings.log
     for t in targets:
         tr = res["targets"][t.name] = {"status": "ok"}
         why = ctx.unavailable.get(t.name)
@@ -385,42 +568,45 @@ def run_scenario(sc: Scenario, targets, ctx: Context, settings: Settings, load_c
         except TargetError as e:
             tr.update(status="error", reason=str(e))
     running = []
-    try:
-        for prep in preps:
-            tr = res["targets"][prep.target.name]
-            try:
-                prep.target.start(prep, gw_cpus)
-                _probe(prep, sc, jwt_token)
-                running.append(prep)
-            except TargetError as e:
-                tr.update(status="error", reason=str(e))
-                log(f"  {prep.target.name}: ERROR {e}")
-                if prep.proc:
-                    prep.proc.stop()
-        if sc.kind == "idle":
-            for prep in running:
-                tr = res["targets"][prep.target.name]
-                _guard(tr, prep, lambda: tr.update(idle=measure_idle(
-                    prep, sc, head, connections=conns, settings=settings, load_cpus=load_cpus,
-                    tmp=ctx.tmp)))
-                if "idle" in tr:
-                    i = tr["idle"]
-                    log(f"  {prep.target.name:9s} idle: held {i['held']}/{conns}, RSS "
-                        f"{i['rss_before_kib'] / 1024:.1f} -> {i['rss_held_kib'] / 1024:.1f} MiB"
-                        f" ({i['kib_per_conn'] or 0:.2f} KiB/conn), errors {i['errors_total']}")
-        else:
-            _load_phases(sc, res, running, head, ctx, settings, load_cpus, conns)
+    for prep in preps:
+        tr = res["targets"][prep.target.name]
+        try:
+            prep.target.start(prep, gw_cpus)
+            ev = _probe(prep, sc, jwt_token, ctx)
+            if ev:
+                tr["probe"] = ev
+            running.append(prep)
+        except TargetError as e:
+            tr.update(status="error", reason=str(e))
+            log(f"  {prep.target.name}: ERROR {e}")
+            if prep.proc:
+                prep.proc.stop()
+    if sc.kind == "idle":
         for prep in running:
             tr = res["targets"][prep.target.name]
-            if prep.proc and prep.proc.alive():
-                tr["memory"] = P.memory_kib(prep.proc.pid)
-            elif tr["status"] == "ok":
-                tr.update(status="error", reason=f"exited ({prep.proc.popen.returncode}) "
-                                                 f"{prep.proc.log_tail(3)}".strip())
-    finally:
-        for prep in preps:
-            if prep.proc is not None:
-                prep.proc.stop()
+            _guard(tr, prep, lambda: tr.update(idle=measure_idle(
+                prep, sc, head, connections=conns, settings=settings, load_cpus=load_cpus,
+                tmp=ctx.tmp)))
+            if "idle" in tr:
+                i = tr["idle"]
+                log(f"  {prep.target.name:9s} idle: held {i['held']}/{conns}, RSS "
+                    f"{i['rss_before_kib'] / 1024:.1f} -> {i['rss_held_kib'] / 1024:.1f} MiB"
+                    f" ({i['kib_per_conn'] or 0:.2f} KiB/conn), errors {i['errors_total']}")
+    else:
+        _load_phases(sc, res, running, head, ctx, settings, load_cpus, conns)
+    for prep in running:
+        tr = res["targets"][prep.target.name]
+        if prep.proc and prep.proc.alive():
+            tr["memory"] = P.memory_kib(prep.proc.pid)
+        elif tr["status"] == "ok":
+            tr.update(status="error", reason=f"exited ({prep.proc.popen.returncode}) "
+                                             f"{prep.proc.log_tail(3)}".strip())
+    if ctx.redis is not None and not ctx.redis.alive():
+        raise HarnessError(f"the harness's redis-server died: {ctx.redis.proc.log_tail(5)}")
+    tls = {n: (tr.get("probe") or {}).get("tls") for n, tr in res["targets"].items()}
+    tls = {n: v for n, v in tls.items() if v}
+    if tls:
+        res["notes"].append("negotiated: " + "; ".join(f"{n} {v}" for n, v in tls.items()))
     return res
 
 
@@ -572,6 +758,12 @@ def _summarize(rounds):
         "gateway_cpus_busy": med("gateway_cpus_busy"),
         "gateway_wait_frac": med("gateway_wait_frac"),
         "rps_spread_pct": stats.spread([r.get("rps") for r in rounds]),
+        "redis_cpu_us_per_req": med("redis_cpu_us_per_req"),
+        "redis_cpu_util": med("redis_cpu_util"),
+        "redis_calls_per_s": med("redis_calls_per_s"),
+        "redis_calls_per_req": med("redis_calls_per_req"),
+        "access_log_bytes_per_req": med("access_log_bytes_per_req"),
+        "tls": next((r["tls"] for r in rounds if r.get("tls")), None),
     }
     errs: dict[str, int] = {}
     for r in rounds:
@@ -649,11 +841,11 @@ def run(scenarios, target_names, settings: Settings, *, workers=None, fastgate_c
                           env=dict(os.environ, PYTHONPATH=_pythonpath()))
         from benchmarks.targets import wait_port
         wait_port(up_port, upstream, 15.0)
-        ctx = Context(tmp, up_port, workers=workers, fastgate_cmd=fastgate_cmd, nofile=nofile)
+        ctx = Context(tmp, up_port, workers=workers, fastgate_cmd=fastgate_cmd, nofile=nofile,
+                      tls_version=settings.tls_version)
         ctx.upstream_pid = upstream.pid
         ctx.load_cpus, ctx.gw_cpus = load_cpus, gw_cpus
         targets = [TARGETS[n](ctx) for n in target_names]
-        ctx.unavailable = {}
         results["versions"] = {}
         for t in targets:
             why = t.availability()

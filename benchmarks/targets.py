@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 
 from benchmarks.procs import Proc
+from benchmarks.tls_fixture import TLS12_CIPHERS
 
 HOST = "127.0.0.1"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,13 +59,15 @@ def wait_port(port: int, proc: Proc, timeout: float) -> None:
 
 
 class Prepared:
-    def __init__(self, target, scenario, port, argv, workdir, env=None):
+    def __init__(self, target, scenario, port, argv, workdir, env=None, access_log=None):
         self.target = target
         self.scenario = scenario
         self.port = port
         self.argv = argv
         self.workdir = workdir
         self.env = env
+        self.access_log = access_log  # the file the target logs requests to, if any
+        self.tls = "tls" in scenario.features
         self.proc: Proc | None = None
 
     def config_text(self) -> str | None:
@@ -109,6 +112,19 @@ class Target:
         os.makedirs(d, exist_ok=True)
         return d
 
+    def redis_url(self) -> str:
+        """URL of the scenario's redis-server (started by the runner), or n/a without one."""
+        r = getattr(self.ctx, "redis", None)
+        if r is None or r.port is None:
+            raise NotApplicable(getattr(self.ctx, "redis_error", None)
+                                or "redis-server not running")
+        return r.url
+
+
+# A limit that never trips at any rate this machine reaches: what is measured is the cost of
+# keeping the counters, not of refusing.
+NEVER_TRIPS = 10_000_000
+
 
 # --- fastgate -------------------------------------------------------------------------------
 
@@ -150,8 +166,9 @@ class Fastgate(Target):
 
     def config(self, scenario, port):
         route = {"name": "bench", "paths": ROUTE_PATHS, "upstream": "bench"}
+        listener = {"bind": f"{HOST}:{port}"}
         cfg = {
-            "listeners": [{"bind": f"{HOST}:{port}"}],
+            "listeners": [listener],
             "limits": {"max_connections": MAX_CONNECTIONS, "keepalive_timeout_s": 300,
                        "max_body_bytes": MAX_BODY},
             "upstreams": {"bench": {"targets": [{"url": f"http://{HOST}:{self.ctx.upstream_port}"}],
@@ -167,14 +184,29 @@ class Fastgate(Target):
                                          "jwks_file": jwt.jwks_path}}
             cfg["consumers"] = [{"name": "bench", "jwt_subjects": [jwt.subject]}]
             route["auth"] = {"using": ["bench-jwt"]}
+        by = "consumer" if "jwt_rs256" in feats else "ip"
         if "rate_limit" in feats:
-            by = "consumer" if "jwt_rs256" in feats else "ip"
-            route["rate_limits"] = [{"limit": 1_000_000_000, "per": "second",
-                                     "burst": 1_000_000_000, "by": by, "scope": "local"}]
+            route["rate_limits"] = [{"limit": NEVER_TRIPS, "per": "second", "by": by,
+                                     "scope": "local"}]
+        if "rate_limit_cluster" in feats:
+            route["rate_limits"] = [{"limit": NEVER_TRIPS, "per": "second", "by": by,
+                                     "scope": "cluster"}]
+            # deny, not the default allow: a limiter that lost Redis and let everything through
+            # unmetered would be measured cheap; this way it shows up as errors instead
+            cfg["redis"] = {"url": self.redis_url(), "on_error": "deny"}
         if "metrics" in feats:
             cfg["admin"] = {"bind": f"{HOST}:{free_port()}", "token": "bench-admin-token"}
+        if "tls" in feats:
+            tls = self.ctx.tls()
+            listener["tls"] = {"cert_file": tls.cert_path, "key_file": tls.key_path,
+                               "min_version": "TLSv1.2"}
+        if "access_log" in feats:
+            cfg["logging"]["access_log"] = self.access_log_path(scenario)
         # request_id: always on in fastgate (SPEC: X-Request-ID generated and echoed)
         return cfg
+
+    def access_log_path(self, scenario):
+        return os.path.join(self._workdir(scenario), "access.log")
 
     def _check(self, path, wd):
         """(exit code, output lines) of ``fastgate check -c path``."""
@@ -211,7 +243,9 @@ class Fastgate(Target):
         argv = self._cmd() + ["run", "-c", path]
         if self.ctx.workers:
             argv += ["--workers", str(self.ctx.workers)]
-        return Prepared(self, scenario, port, argv, wd, env=self._env())
+        return Prepared(self, scenario, port, argv, wd, env=self._env(),
+                        access_log=(self.access_log_path(scenario)
+                                    if "access_log" in scenario.features else None))
 
     def wait_ready(self, prep):
         # fastgate says "listening on ADDR" on stderr per listener when it is ready
@@ -287,9 +321,35 @@ class Nginx(Target):
         feats = scenario.features
         if "jwt_rs256" in feats:
             raise NotApplicable("needs jwt_rs256 (nginx open source has no JWT validation)")
+        if "rate_limit_cluster" in feats:
+            raise NotApplicable("needs rate_limit_cluster (nginx open source keeps limit_req "
+                                "state per instance; it has no Redis-backed limit)")
         if "rate_limit" in feats:
             http_extra.append("limit_req_zone $binary_remote_addr zone=bench:10m rate=1000000r/s;")
             loc_extra.append("limit_req zone=bench burst=1000000 nodelay;")
+        if "access_log" in feats:
+            # the fields of fastgate's access-log line, as JSON; defined before its use
+            access_log = (
+                "log_format bench_json escape=json '{\"time\":\"$time_iso8601\","
+                "\"request_id\":\"$request_id\",\"client_ip\":\"$remote_addr\","
+                "\"method\":\"$request_method\",\"path\":\"$uri\",\"query\":\"$args\","
+                "\"status\":$status,\"bytes_in\":$request_length,\"bytes_out\":$bytes_sent,"
+                "\"duration_s\":$request_time,"
+                "\"upstream_duration_s\":\"$upstream_response_time\",\"route\":\"bench\","
+                "\"upstream\":\"$upstream_addr\",\"user_agent\":\"$http_user_agent\"}';\n    "
+                f"access_log {self.access_log_path(scenario, wd)} bench_json "
+                "buffer=64k flush=1s;")
+        else:
+            access_log = "access_log off;"
+        listen_extra = ""
+        if "tls" in feats:
+            tls = self.ctx.tls()
+            listen_extra = " ssl"
+            server_extra += [f"ssl_certificate {tls.cert_path};",
+                             f"ssl_certificate_key {tls.key_path};",
+                             "ssl_protocols TLSv1.2 TLSv1.3;",
+                             f"ssl_ciphers {TLS12_CIPHERS};",
+                             "ssl_prefer_server_ciphers on;"]
         if "metrics" in feats:
             server_extra.append("location = /nginx_status { stub_status; }")
         if "request_id" in feats:
@@ -308,7 +368,7 @@ error_log {tmp('error.log')} warn;
 worker_rlimit_nofile {self.ctx.nofile};
 events {{ worker_connections {worker_connections}; multi_accept on; }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {tmp('client_body')};
     proxy_temp_path {tmp('proxy')};
     fastcgi_temp_path {tmp('fastcgi')};
@@ -334,7 +394,7 @@ http {{
         keepalive_timeout 300s;
     }}
     server {{
-        listen {HOST}:{port} backlog=4096;
+        listen {HOST}:{port}{listen_extra} backlog=4096;
         {' '.join(server_extra)}
         location / {{
             proxy_pass http://bench;
@@ -358,10 +418,15 @@ http {{
         r = subprocess.run([self.binary(), "-t", "-p", wd, "-c", path, "-e",
                             os.path.join(wd, "error.log")], capture_output=True, text=True)
         if r.returncode != 0:
-            raise TargetError("nginx -t: " + r.stderr.strip().splitlines()[-1])
+            msg = r.stderr.strip().splitlines() or [f"exit {r.returncode}"]
+            raise TargetError("nginx -t: " + next((ln for ln in msg if "[emerg]" in ln), msg[-1]))
         return Prepared(self, scenario, port,
                         [self.binary(), "-p", wd, "-c", path, "-e", os.path.join(wd, "error.log")],
-                        wd)
+                        wd, access_log=(self.access_log_path(scenario, wd)
+                                        if "access_log" in scenario.features else None))
+
+    def access_log_path(self, scenario, wd):
+        return os.path.join(wd, "access.log")
 
 
 # --- HAProxy --------------------------------------------------------------------------------
@@ -395,6 +460,12 @@ class Haproxy(Target):
             # bytes until more arrive: measured 88 ms to the response head of an SSE stream
             fe.append("option http-no-delay")
         feats = scenario.features
+        if "rate_limit_cluster" in feats:
+            raise NotApplicable("needs rate_limit_cluster (HAProxy shares stick-tables only "
+                                "with its peers protocol, not through Redis)")
+        if "access_log" in feats:
+            raise NotApplicable("needs access_log (HAProxy logs to syslog or stdout only: "
+                                "no buffered file log without a syslog daemon)")
         if "request_id" in feats:
             fe += ["unique-id-format %{+X}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid",
                    "unique-id-header X-Request-ID",
@@ -411,13 +482,22 @@ class Haproxy(Target):
                    "http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }",
                    "http-request set-header X-User-Id %[var(txn.bearer),jwt_payload_query('$.sub')]"]
         if "rate_limit" in feats:
+            # a stick-table per client address counting requests per second, refused above
+            # the limit: HAProxy's documented rate-limiting recipe
             fe += ["stick-table type ip size 100k expire 30s store http_req_rate(1s)",
                    "http-request track-sc0 src",
-                   "http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1000000000 }"]
+                   "http-request deny deny_status 429 if "
+                   f"{{ sc_http_req_rate(0) gt {NEVER_TRIPS} }}"]
         if "metrics" in feats:
             # counters are always on in HAProxy; this exposes them like fastgate's admin API
             fe += ["stats enable", "stats uri /haproxy_stats"]
         fe_text = "\n    ".join(fe)
+        bind, proto = f"{HOST}:{port} backlog 4096", "http"
+        if "tls" in feats:
+            tls = self.ctx.tls()
+            bind += (f" ssl crt {tls.full_path} ssl-min-ver TLSv1.2 ciphers {TLS12_CIPHERS}"
+                     " alpn http/1.1")
+            proto = "https"
         return f"""
 global
     nbthread {threads}
@@ -434,8 +514,8 @@ defaults
     http-reuse always
     maxconn {self.maxconn()}
 frontend bench
-    bind {HOST}:{port} backlog 4096
-    http-request set-header X-Forwarded-Proto http
+    bind {bind}
+    http-request set-header X-Forwarded-Proto {proto}
     {fe_text}
     default_backend bench
 backend bench

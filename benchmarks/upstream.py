@@ -1,6 +1,7 @@
 """The built-in upstream: a raw asyncio/uvloop protocol that answers from precomputed bytes.
 
     python -m benchmarks.upstream --port P [--host 127.0.0.1] [--reuse-port]
+                                  [--tls-cert PEM --tls-key PEM]
 
 Paths (anything else gets the tiny answer):
   /tiny                    200, 2-byte body
@@ -8,7 +9,8 @@ Paths (anything else gets the tiny answer):
   /sse?n=N&gap_ms=G        text/event-stream, N events written G ms apart, chunked
   /health                  200
 Keep-alive always (HTTP/1.1), pipelined requests are answered in order. Prints
-``listening on HOST:PORT`` when ready, like the gateway.
+``listening on HOST:PORT`` when ready, like the gateway. With ``--tls-cert``/``--tls-key`` it
+answers over TLS (the load generator's own tests use that; the gateways' upstream is plain).
 """
 from __future__ import annotations
 
@@ -189,10 +191,16 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return s
 
 
-async def serve(host, port, reuse_port):
+async def serve(host, port, reuse_port, tls_cert=None, tls_key=None):
     loop = asyncio.get_running_loop()
     sock = make_socket(host, port, reuse_port)
-    server = await loop.create_server(lambda: UpstreamProtocol(loop), sock=sock, backlog=4096)
+    ssl_ctx = None
+    if tls_cert:
+        import ssl
+        ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_ctx.load_cert_chain(tls_cert, tls_key)
+    server = await loop.create_server(lambda: UpstreamProtocol(loop), sock=sock, backlog=4096,
+                                      ssl=ssl_ctx)
     addr = sock.getsockname()
     print(f"listening on {addr[0]}:{addr[1]}", file=sys.stderr, flush=True)
     stop = loop.create_future()
@@ -209,8 +217,12 @@ def main(argv=None):
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--reuse-port", action="store_true")
+    ap.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     a = ap.parse_args(argv)
-    run_loop(serve(a.host, a.port, a.reuse_port))
+    if bool(a.tls_cert) != bool(a.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
+    run_loop(serve(a.host, a.port, a.reuse_port, a.tls_cert, a.tls_key))
     return 0
 
 

@@ -14,21 +14,26 @@ def _nginx():
     return shutil.which("nginx") or (os.access("/usr/sbin/nginx", os.X_OK) and "/usr/sbin/nginx")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 @pytest.mark.skipif(not _nginx(), reason="nginx is not installed")
 def test_smoke_against_nginx(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--targets", "nginx",
                         "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                       timeout=110, env=dict(os.environ, TMPDIR=str(tmp_path)))
+                       timeout=170, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     by = {s["name"]: s for s in res["scenarios"]}
-    assert set(by) == {"passthrough", "full_chain", "body_1mib", "idle_10k", "sse"}
-    # nginx open source has no JWT validation: reported, not failed
+    assert set(by) == {"passthrough", "tls", "limit_local", "limit_cluster", "access_log",
+                       "full_chain", "body_1mib", "idle_10k", "sse"}
+    # nginx open source has no JWT validation nor a shared limit: reported, not failed
     assert by["full_chain"]["targets"]["nginx"]["status"] == "n/a"
     assert "needs jwt_rs256" in by["full_chain"]["targets"]["nginx"]["reason"]
-    for name in ("passthrough", "body_1mib", "sse"):
+    assert by["limit_cluster"]["targets"]["nginx"]["status"] == "n/a"
+    assert "needs rate_limit_cluster" in by["limit_cluster"]["targets"]["nginx"]["reason"]
+    assert by["tls"]["targets"]["nginx"]["probe"]["tls"].startswith("TLSv1.3 ")
+    assert '"path":"/tiny"' in by["access_log"]["targets"]["nginx"]["probe"]["access_log"]
+    for name in ("passthrough", "tls", "limit_local", "access_log", "body_1mib", "sse"):
         t = by[name]["targets"]["nginx"]
         assert t["status"] == "ok", t
         for phase in ("max", "rate"):
