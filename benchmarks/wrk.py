@@ -73,7 +73,8 @@ def run(prep, sc, request_head, *, connections, duration, cpus, tmp, meter):
     script = os.path.join(tmp, f"wrk-{sc.name}.lua")
     _lua(sc, request_head, script)
     secs = max(1, int(round(duration)))
-    url = f"http://{HOST}:{prep.port}{sc.path}"
+    # wrk speaks TLS for https:// URLs (it does not verify the certificate; the probes did)
+    url = f"{'https' if prep.tls else 'http'}://{HOST}:{prep.port}{sc.path}"
     outp = os.path.join(tmp, f"wrk-{prep.target.name}-{sc.name}.out")
     with open(outp, "wb") as out:
         meter.start()
