@@ -284,8 +284,9 @@ class Gen:
             self._check_finished()
 
     # --- accounting ------------------------------------------------------------------
-    def error(self, kind):
-        now = mono()
+    def error(self, kind, now=None):
+        if now is None:
+            now = mono()
         if self.t_meas <= now <= self.t_end or self.mode == "idle":
             self.errors[kind] = self.errors.get(kind, 0) + 1
         else:
@@ -298,10 +299,12 @@ class Gen:
             self.count += 1
             self.lat.append(now - conn.intended)
             self.bytes_body += conn.body_len
+            # the same `now` as the count: an answer at the window's edge is either counted
+            # with its error or not at all
             if not 200 <= conn.status < 400:
-                self.error("status_%d" % conn.status)
+                self.error("status_%d" % conn.status, now)
             elif self.expect_body is not None and conn.body_len != self.expect_body:
-                self.error("body_length")
+                self.error("body_length", now)
         elif not 200 <= conn.status < 400:
             self.errors_outside += 1
         if conn.dead:
