@@ -9,8 +9,7 @@ Findings are (severity, "KEY.PATH: message") with severity high, medium or low:
 """
 from __future__ import annotations
 
-import ipaddress
-
+from fastgate.config.loader import is_loopback_host
 from fastgate.policies.auth.audit import findings as auth_findings
 from fastgate.server.tls import tls_errors
 
@@ -18,21 +17,12 @@ SEVERITIES = ("high", "medium", "low")
 MIN_ADMIN_TOKEN = 16
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def findings(config) -> list[tuple[str, str]]:
     out = list(auth_findings(config))
     out += [("high", line) for line in tls_errors(config)]
     admin = config.admin
     if admin is not None:
-        if not _loopback(admin.host):
+        if not is_loopback_host(admin.host):
             out.append(("medium", f"admin.bind: the admin API listens on {admin.bind}, beyond "
                                   "this host, without TLS; keep it on loopback or a private network"))
         if len(admin.token) < MIN_ADMIN_TOKEN:
@@ -42,7 +32,7 @@ def findings(config) -> list[tuple[str, str]]:
             out.append(("medium", f"upstreams.{name}.tls_verify: upstream certificates are not "
                                   "checked (a man in the middle sees the traffic)"))
     for i, lst in enumerate(config.listeners):
-        if lst.tls is None and not _loopback(lst.host):
+        if lst.tls is None and not is_loopback_host(lst.host):
             out.append(("low", f"listeners[{i}].bind: plain HTTP on {lst.bind}; terminate TLS "
                                "here or in front of the gateway"))
     order = {s: i for i, s in enumerate(SEVERITIES)}

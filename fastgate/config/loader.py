@@ -328,7 +328,7 @@ MANAGED_HEADERS = frozenset((
 _LOOPBACK_NAMES = ("localhost",)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     if host.lower() in _LOOPBACK_NAMES:
         return True
     try:
@@ -346,7 +346,7 @@ def c_secure_url(e, path, v):
     if isinstance(r, str):
         e.add(path, r)
         return None
-    if r[0] == "http" and not _is_loopback(r[1]):
+    if r[0] == "http" and not is_loopback_host(r[1]):
         e.add(path, "must be https:// (plain http is only allowed to a loopback address)")
         return None
     return v

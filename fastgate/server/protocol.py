@@ -64,7 +64,7 @@ class ClientProtocol(asyncio.Protocol):
         "body_done", "body_sent_any", "client_ip", "client_ip_b", "client_port", "ctx",
         "deadline", "deadline_kind", "discarding", "gateway", "head_seen", "in_parser",
         "keep_alive", "parser", "path", "peer_cert", "pending", "pending_bytes", "policy_index",
-        "read_paused", "req_chunked", "resp_chunked", "resp_head", "resp_keepalive",
+        "read_paused", "req_chunked", "resp_chunked", "resp_keepalive",
         "resp_flushed", "resp_hdr_mark", "resp_started", "resume_pending", "state", "tls", "transport", "tries", "up",
         "up_deadline", "up_head", "up_pool", "up_sent_at", "up_wbuf", "upstream", "waiting", "wbuf",
         "write_paused", "__weakref__",
@@ -104,7 +104,6 @@ class ClientProtocol(asyncio.Protocol):
         self.body_sent_any = False
         self.resp_started = False
         self.resp_chunked = False       # re-frame the response body as chunked to the client
-        self.resp_head = None
         self.keep_alive = False
         self.waiting = None             # task of an awaitable policy / connect
         self.policy_index = 0
