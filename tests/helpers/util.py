@@ -45,3 +45,13 @@ def raw_server(handler):
         loop.call_soon_threadsafe(loop.stop)
         th.join(5)
     return port, stop
+
+
+def read_until_close(sock, bufsize: int = 65536) -> bytes:
+    """Everything a peer sends on `sock` until it closes the connection."""
+    chunks = []
+    while True:
+        d = sock.recv(bufsize)
+        if not d:
+            return b"".join(chunks)
+        chunks.append(d)

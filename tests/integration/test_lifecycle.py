@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.helpers.util import proc_status_kb, quietly, wait_for
+from tests.helpers.util import proc_status_kb, quietly, read_until_close, wait_for
 from tests.helpers.gateway import REPO, GatewayProc, free_port, simple_config
 
 
@@ -201,12 +201,7 @@ def test_body_timeout_408(upstream, gateway_factory):
     gw = gateway_factory(simple_config(upstream.port, limits={"body_timeout_s": 1}))
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
-        data = b""
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            data += d
+        data = read_until_close(s)
     assert data.startswith(b"HTTP/1.1 408") or data == b""
 
 

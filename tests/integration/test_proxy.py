@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.helpers.gateway import simple_config
+from tests.helpers.util import read_until_close
 
 
 def raw_exchange(port, data: bytes, *, timeout=5.0, read_until_close=True) -> bytes:
@@ -160,12 +161,7 @@ def test_pipelined_split_in_one_byte_writes(gateway):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for b in reqs:
             s.send(bytes([b]))
-        raw = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            raw += d
+        raw = read_until_close(s)
     assert re.findall(rb'"target":"(/echo/[^"]+)"', raw) == [b"/echo/1", b"/echo/2"]
 
 
@@ -304,12 +300,7 @@ def test_header_timeout_slowloris_gets_408(upstream, gateway_factory):
                 s.sendall(b"X: y\r\n")
             except OSError:
                 break
-        data = b""
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            data += d
+        data = read_until_close(s)
         assert statuses(data) == [408]
         assert time.monotonic() - start < 5
 

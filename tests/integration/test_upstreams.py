@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.helpers.util import proc_status_kb, raw_server
+from tests.helpers.util import proc_status_kb, raw_server, read_until_close
 from tests.helpers.gateway import simple_config
 from tests.helpers.upstream import UpstreamServer
 
@@ -74,21 +74,11 @@ def test_least_conn_prefers_idle_target(two_upstreams, gateway_factory):
 def test_http10_client_connection_semantics(gateway):
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
         s.sendall(b"GET /echo HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break  # closed after the response: 1.0 without keep-alive
-            data += d
+        data = read_until_close(s)  # closed after the response: 1.0 without keep-alive
     assert data.startswith(b"HTTP/1.1 200")
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
         s.sendall(b"GET /chunked/3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
+        data = read_until_close(s)
     # A 1.0 client cannot read chunked: the body is sent as-is and ended by close.
     assert b"transfer-encoding" not in data.lower()
     assert data.endswith(b"chunk-0\nchunk-1\nchunk-2\n")
@@ -97,12 +87,7 @@ def test_http10_client_connection_semantics(gateway):
 def test_connection_close_from_client_closes_after_response(gateway):
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
         s.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
+        data = read_until_close(s)
     assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data.lower()
 
 
