@@ -135,7 +135,8 @@ def test_introspection_cached(benchmark, tmp_path):
         assert loop.run_until_complete(first()) is None and ctx.consumer == "alice"
         assert benchmark(one) is None
         assert idp.introspections == 1
-        services.auth_registry.close()
+        for _, obj in services.state.live.values():
+            obj.close()
         loop.close()
     finally:
         idp.stop()

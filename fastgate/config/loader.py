@@ -827,7 +827,8 @@ class _Builder:
 
     # redis ----------------------------------------------------------------------------------
     def redis(self, e, path, v):
-        o = Obj(e, path, v, ("url", "cluster_nodes", "timeout_ms", "on_error"))
+        o = Obj(e, path, v, ("url", "cluster_nodes", "timeout_ms", "connect_timeout_ms",
+                             "on_error"))
         url = o.get("url", c_str(max_len=4096), None)
         if url is not None:
             err = _redis_url_error(url)
@@ -838,7 +839,9 @@ class _Builder:
             e.add(path, "needs exactly one of url, cluster_nodes")
         return S.Redis(url=url, cluster_nodes=nodes,
                        timeout_ms=o.get("timeout_ms", c_int(gt=0, hi=60000), 50),
-                       on_error=o.get("on_error", c_str(("allow", "deny")), "allow"))
+                       on_error=o.get("on_error", c_str(("allow", "deny")), "allow"),
+                       connect_timeout_ms=o.get("connect_timeout_ms", c_int(gt=0, hi=60000),
+                                                1000))
 
     # consumers ------------------------------------------------------------------------------
     def consumers(self, e, path, v):

@@ -43,7 +43,9 @@ Limits(max_request_line_bytes=8192, max_header_bytes=32768, max_headers=100,
        max_body_bytes=10485760, header_timeout_s=10.0, body_timeout_s=30.0,
        keepalive_timeout_s=60.0, max_connections=10000, max_connections_per_ip=0 [0=unlimited])
 Redis(url: str|None, cluster_nodes: list[tuple[str, int]] | None, timeout_ms: int = 50,
-      on_error: "allow"|"deny" = "allow")        exactly one of url / cluster_nodes
+      on_error: "allow"|"deny" = "allow", connect_timeout_ms: int = 1000)
+  exactly one of url / cluster_nodes. timeout_ms bounds each call a request waits for;
+  connect_timeout_ms (extension) bounds connection set-up when a snapshot is warmed.
   url scheme: redis:// rediss:// unix://
 Upstream(name: str, targets: list[Target], balance: "round_robin"|"least_conn"|"hash",
          hash_on: HashOn | None, connect_timeout_s=3.0, read_timeout_s=30.0, keepalive=64,
@@ -192,6 +194,7 @@ class Redis:
     cluster_nodes: list[tuple[str, int]] | None = None
     timeout_ms: int = 50
     on_error: str = "allow"
+    connect_timeout_ms: int = 1000
 
 
 @_frozen

@@ -3,15 +3,14 @@
 * ``prefork(shared, config)``: in the supervisor (or the single process), before any worker
   forks: the shared-memory table of ``scope: local`` buckets. Workers inherit the mapping, so
   they all count against the same buckets. Reloads keep it (and its buckets).
-* ``postfork(services, config)``: in each worker: the Redis-backed limiter for
-  ``scope: cluster`` (it connects lazily, on the worker's event loop).
-* ``reconfigure(services, config)``: on reload, before the new snapshot is compiled: keeps
-  the limiter (and its leased tokens) when the redis section is unchanged.
-* ``close(services)``: hands leased tokens back and disconnects.
+* ``cluster_limiter(services)``: at compile time, for a route with ``scope: cluster`` limits:
+  the process's Redis-backed limiter, kept across reloads while the redis section is
+  unchanged, connected and warmed before the snapshot serves (server/state.py), closed
+  (leased tokens handed back) once no snapshot uses it.
 """
 from __future__ import annotations
 
-import asyncio
+LIMITER = "redis_limiter"   # its kind in the process state
 
 # Table sizing: slots are 64 bytes of address space; pages are only used once touched.
 MIN_SLOTS = 1 << 14          # 1 MiB: also what a config without local limits gets, so a
@@ -47,63 +46,14 @@ def prefork(shared, config):
         shared.local_buckets = TokenBucketTable(table_slots(config), shared=True)
 
 
-def _limiter_for(redis_cfg):
-    from fastgate.policies.rate_limit.cluster import ClusterLimiter
-    return ClusterLimiter(redis_cfg)
+def cluster_limiter(services):
+    """The Redis-backed limiter for the config being built (one per process and redis
+    section: a reload with the same section keeps it, and its leased tokens)."""
+    redis_cfg = getattr(services.config, "redis", None)
+    if redis_cfg is None:
+        return None
 
-
-def postfork(services, config):
-    redis_cfg = getattr(config, "redis", None)
-    services.cluster_limiter = _limiter_for(redis_cfg) if redis_cfg is not None else None
-
-
-def _retired(services) -> list:
-    retired = getattr(services, "_retired_limiters", None)
-    if retired is None:
-        retired = services._retired_limiters = []
-    return retired
-
-
-def reconfigure(services, config):
-    redis_cfg = getattr(config, "redis", None)
-    current = services.cluster_limiter
-    if current is not None and current.cfg == redis_cfg:
-        return
-    retired = _retired(services)
-    new = None
-    if redis_cfg is not None:
-        # A reload that failed to compile reconfigures back: revive the limiter it retired.
-        for limiter in retired:
-            if limiter.cfg == redis_cfg:
-                retired.remove(limiter)
-                new = limiter
-                break
-        if new is None:
-            new = _limiter_for(redis_cfg)
-    services.cluster_limiter = new
-    if current is None:
-        return
-    # Requests in flight under the old snapshot may still use it: close it after the drain
-    # period, unless a reconfigure revived it meanwhile.
-    retired.append(current)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-
-    def close_later():
-        if current in retired:
-            retired.remove(current)
-            loop.create_task(current.close())
-
-    loop.call_later(getattr(config, "drain_timeout_s", 20.0), close_later)
-
-
-async def close(services):
-    limiter = services.cluster_limiter
-    services.cluster_limiter = None
-    retired = _retired(services)
-    while retired:
-        await retired.pop().close()
-    if limiter is not None:
-        await limiter.close()
+    def make():
+        from fastgate.policies.rate_limit.cluster import ClusterLimiter
+        return ClusterLimiter(redis_cfg)
+    return services.keep(LIMITER, None, redis_cfg, make)

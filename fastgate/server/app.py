@@ -50,13 +50,20 @@ class Gateway:
         self._stopped = None
         self.metrics = None
         self.access_log = None
+        self._reloading = None
+        self._reload_again = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self):
         self.loop = asyncio.get_running_loop()
         self.services = Services(self.shared, self.config, self.loop)
         self._setup_observability(self.config)
-        self.snapshot = compile_snapshot(self.config, self.services, self.pools, 0)
+        # Everything the first request may need is built and warmed (Redis connected,
+        # JWKS fetched, IdP connections open) before this process says `listening on`.
+        build = self.services.begin(self.config)
+        self.snapshot = compile_snapshot(self.config, build, self.pools, 0)
+        await build.warm()
+        build.commit()
         from fastgate.upstream.health import HealthChecker
         self.health = HealthChecker(self.metrics)
         self.health.configure(self.config, self.snapshot)
@@ -182,23 +189,44 @@ class Gateway:
 
     # ------------------------------------------------------------------ reload
     def reload(self):
+        """SIGHUP: re-read the file and apply it in the background (warming included);
+        a SIGHUP during a reload runs one more reload after it."""
         if self.config_path is None:
             return False
-        # With workers, every worker reloads the same file: one of them reports its errors.
-        config = read_config_for_reload(self.config_path, report=self.worker_id in (None, 0))
-        if config is None:
-            self.metrics.config_reload(False)
-            return False
-        return self.apply_config(config)
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return True
+        self._reload_again = False
+        self._reloading = self.loop.create_task(self._reload_loop())
+        return True
 
-    def apply_config(self, config) -> bool:
+    async def _reload_loop(self):
+        while True:
+            # With workers, every worker reloads the same file: one of them reports errors.
+            config = read_config_for_reload(self.config_path,
+                                            report=self.worker_id in (None, 0))
+            if config is None:
+                self.metrics.config_reload(False)
+            else:
+                await self.apply_config(config)
+            if not self._reload_again:
+                return
+            self._reload_again = False
+
+    async def apply_config(self, config) -> bool:
+        """Build, warm and swap in ``config``; on any failure the running snapshot and its
+        state stay exactly as they are."""
+        build = self.services.begin(config)
         try:
-            self.services.reconfigure(config)
-            snap = compile_snapshot(config, self.services, self.pools, self.generation + 1)
+            snap = compile_snapshot(config, build, self.pools, self.generation + 1)
         except Exception as exc:  # compile must never take the running config down
+            build.abort()
             log.error("reload rejected: %s", exc)
             self.metrics.config_reload(False)
-            self.services.reconfigure(self.config)
+            return False
+        await build.warm()
+        if self.draining:
+            build.abort()
             return False
         old_listeners = [(l.host, l.port, l.tls) for l in self.config.listeners]
         new_listeners = [(l.host, l.port, l.tls) for l in config.listeners]
@@ -206,7 +234,9 @@ class Gateway:
             log.warning("reload: listener changes take effect after a restart")
         self.generation += 1
         self.config = config
+        self.services.config = config
         self.snapshot = snap  # the one atomic swap
+        build.commit(config.drain_timeout_s)
         self.pools.prune(snap.pool_keys)
         self.health.configure(config, snap)
         if config.logging != self.access_log_settings:
@@ -258,6 +288,8 @@ class Gateway:
             self._stopped.set_result(None)
 
     async def close(self):
+        if self._reloading is not None and not self._reloading.done():
+            self._reloading.cancel()
         self.health.stop()
         if self.admin is not None:
             await self.admin.close()

@@ -2,9 +2,13 @@
 
 Created once per process. ``prefork`` state (shared-memory tables) is created by the
 supervisor *before* workers fork so every worker maps the same memory; everything else is
-created in the worker after the fork (event-loop bound objects such as Redis clients).
+created in the worker after the fork, by the config builds (``begin``; see state.py): event
+loop bound objects such as Redis clients are made when a snapshot that needs them is built,
+warmed before it serves, and retired after the snapshot that used them is gone.
 """
 from __future__ import annotations
+
+from fastgate.server.state import Build, ProcessState
 
 
 class SharedState:
@@ -19,7 +23,12 @@ class SharedState:
 
 
 class Services:
-    """Per-process services: metrics, access log, limiters, redis. One per worker."""
+    """Per-process services: metrics, access log, local buckets and the process state
+    (``state``: Redis limiter, authenticators, ...). One per worker.
+
+    The gateway compiles every config through ``begin(config)``. Code that embeds policies
+    directly (tests, benchmarks) may pass a Services itself as the build: ``keep`` then
+    makes the object live at once and closes the one it replaces."""
 
     def __init__(self, shared: SharedState, config, loop=None):
         self.shared = shared
@@ -28,17 +37,44 @@ class Services:
         self.metrics = None      # fastgate.observe.metrics.Metrics
         self.access_log = None   # fastgate.observe.access_log.AccessLog
         self.local_buckets = shared.local_buckets
-        self.cluster_limiter = None  # set by the rate-limit module when redis is configured
-        from fastgate.policies import rate_limit_hooks
-        rate_limit_hooks.postfork(self, config)
+        self.state = ProcessState()
+        self._memo = {}
+        self._memo_config = None
 
-    def reconfigure(self, config):
-        """Called on reload with the new config before the new snapshot is compiled."""
-        self.config = config
-        from fastgate.policies import rate_limit_hooks
-        rate_limit_hooks.reconfigure(self, config)
+    def begin(self, config) -> Build:
+        """A build for ``config``: compile with it, warm it, then commit or abort it."""
+        return Build(self, config)
+
+    # direct use (no separate build) ---------------------------------------------------
+    def keep(self, kind: str, name, settings, factory):
+        key = (kind, name)
+        live = self.state.live.get(key)
+        if live is not None and live[0] == settings:
+            return live[1]
+        obj = factory()
+        self.state.live[key] = (settings, obj)
+        if live is not None:
+            self.state.retire([live[1]], 0.0)
+        return obj
+
+    def memo(self, key, factory):
+        if self._memo_config is not self.config:
+            self._memo = {}
+            self._memo_config = self.config
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = factory()
+            return value
+
+    @property
+    def cluster_limiter(self):
+        """The Redis-backed limiter of the running config, or None."""
+        from fastgate.policies.rate_limit_hooks import LIMITER
+        return self.state.get(LIMITER)
+
+    def live(self, kind: str, name=None):
+        return self.state.get(kind, name)
 
     async def close(self):
-        from fastgate.policies import auth, rate_limit_hooks
-        auth.close(self)  # JWKS refreshes, introspection connections
-        await rate_limit_hooks.close(self)
+        await self.state.close()

@@ -469,9 +469,17 @@ class Harness:
         self.services.metrics = Metrics()
         self.policies = {r.name: auth.build(r, self.services) for r in config.routes}
         self.policy = self.policies[config.routes[0].name]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        # As the gateway does before it serves: JWKS fetched (at once, in the background).
+        for _, obj in self.services.state.live.values():
+            if obj.kind == "jwt":
+                loop.create_task(obj.warm())
 
     def authn(self, name):
-        return self.services.auth_registry.authenticators[name]
+        return self.services.live("auth", name)
 
     async def decide(self, headers=(), route=None, **kw):
         """(result, ctx): None (let in) or a Reject, after awaiting when the policy waits."""
@@ -486,7 +494,8 @@ class Harness:
         return dict(self.services.metrics._auth_failures)
 
     def close(self):
-        self.services.auth_registry.close()
+        for _, obj in self.services.state.live.values():
+            obj.close()
 
 
 def challenge(reject) -> list[str]:

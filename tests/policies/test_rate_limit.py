@@ -274,7 +274,7 @@ def test_prefork_creates_one_shared_table_that_reload_keeps():
     # A reload: same services, new config, new policy objects: the bucket carries on.
     config2 = make_config({"limit": 1, "per": "day", "by": "ip"},
                           route_extra={"paths": ["/orders", "/orders/{id}"]})
-    services.reconfigure(config2)
+    services.config = config2
     assert services.local_buckets is table
     policy2 = rate_limit.build(config2.routes[0], services)
     assert run(policy2)[0].status == 429
@@ -296,19 +296,32 @@ def test_without_redis_no_cluster_limiter():
 
 
 def test_cluster_limiter_follows_the_redis_section():
-    cfg1 = make_config(redis={"url": "redis://127.0.0.1:1/0"})
+    def cluster_config(redis=None):
+        return make_config({"limit": 1, "per": "day", "by": "ip", "scope": "cluster"},
+                           redis=redis) if redis else make_config()
+
+    def compile_routes(services, config):
+        build = services.begin(config)
+        policies = [rate_limit.build(r, build) for r in config.routes]
+        return build, policies
+
+    cfg1 = cluster_config({"url": "redis://127.0.0.1:1/0"})
     services = services_for(cfg1)
+    build, _ = compile_routes(services, cfg1)
+    build.commit()
     first = services.cluster_limiter
     assert first is not None and first.cfg == cfg1.redis
-    services.reconfigure(make_config(redis={"url": "redis://127.0.0.1:1/0"}))
+    build, _ = compile_routes(services, cluster_config({"url": "redis://127.0.0.1:1/0"}))
+    build.commit()
     assert services.cluster_limiter is first           # unchanged section: same leases
-    services.reconfigure(make_config(redis={"url": "redis://127.0.0.1:2/0"}))
-    second = services.cluster_limiter
-    assert second is not first
-    services.reconfigure(cfg1)                          # a failed reload reverts
-    assert services.cluster_limiter is first
-    services.reconfigure(make_config())
-    assert services.cluster_limiter is None
+    build, policies = compile_routes(services, cluster_config({"url": "redis://127.0.0.1:2/0"}))
+    second = policies[0].limiter
+    assert second is not first and services.cluster_limiter is first  # not live before commit
+    build.abort()                                       # a failed reload touches nothing
+    assert services.cluster_limiter is first and not first._closed
+    build, _ = compile_routes(services, cluster_config())
+    build.commit()
+    assert services.cluster_limiter is None             # retired (closed after the drain)
 
 
 def test_scope_cluster_without_limiter_is_refused():

@@ -36,12 +36,12 @@ Client-sent copies of X-Consumer-* are dropped by the core; copies of forward_cl
 are dropped per route (``strip_request_headers``, see AuthPolicy).
 
 State that must outlive a reload (JWKS keys, token caches, IdP connections) lives in
-authenticator objects kept per process in an ``AuthRegistry`` on ``services`` and reused by
-the next config when their settings are unchanged.
+authenticator objects kept in the process state (``services.keep``, server/state.py) and
+reused by the next config when their settings are unchanged; they are warmed (JWKS fetched,
+an IdP connection opened) before the snapshot that needs them serves.
 """
 from __future__ import annotations
 
-import asyncio
 import re
 
 from fastgate.policies.base import Reject
@@ -55,7 +55,7 @@ from .common import (
 from .introspection import IntrospectionAuthenticator
 from .jwt_auth import JwtAuthenticator
 
-__all__ = ("AuthPolicy", "AuthRegistry", "build", "close")
+__all__ = ("AuthPolicy", "authenticator", "build", "consumer_lookups")
 
 REALM = "fastgate"
 _KINDS = {
@@ -66,6 +66,7 @@ _KINDS = {
 }
 # Kept across reloads when their settings are equal (they hold keys, caches, connections).
 _STATEFUL = ("jwt", "introspection")
+KIND = "auth"     # their kind in the process state (fastgate.server.state)
 
 
 class ConsumerInfo:
@@ -81,87 +82,29 @@ class ConsumerInfo:
         self.headers = tuple(h)
 
 
-class AuthState:
-    """Everything auth needs from one config: consumer maps and its authenticators."""
-
-    def __init__(self, config, authenticators: dict):
-        by_subject, by_key, by_name = {}, {}, {}
-        for c in config.consumers:
-            info = ConsumerInfo(c)
-            by_name[c.name] = info
-            for k in c.api_keys:
-                by_key[k] = info
-            for s in c.jwt_subjects:
-                by_subject[s] = info
-        self.lookups = (by_subject, by_key, by_name)   # indexed by Verified.kind
-        self.authenticators = authenticators
+def consumer_lookups(config) -> tuple:
+    """(by JWT subject, by API key digest, by name) -> ConsumerInfo, indexed by
+    ``Verified.kind``."""
+    by_subject, by_key, by_name = {}, {}, {}
+    for c in config.consumers:
+        info = ConsumerInfo(c)
+        by_name[c.name] = info
+        for k in c.api_keys:
+            by_key[k] = info
+        for s in c.jwt_subjects:
+            by_subject[s] = info
+    return (by_subject, by_key, by_name)
 
 
-class AuthRegistry:
-    """Per process: authenticators by name, and the AuthState of the config being served.
-
-    A reload whose compile fails keeps serving the old snapshot, whose policies hold the old
-    authenticators: so replaced ones are closed only after the drain period, and only if no
-    later config took them back (a failed reload followed by ``reconfigure`` to the old
-    config, or a reload back to old settings, revives them with their keys and caches)."""
-
-    def __init__(self):
-        self.authenticators: dict[str, object] = {}
-        self.retired: list = []
-        self.config = None
-        self.state = None
-
-    def state_for(self, config) -> AuthState:
-        if config is self.config:
-            return self.state
-        pool = list(self.authenticators.values()) + self.retired
-        new = {}
-        for name, cfg in config.auth.items():
-            found = None
-            if cfg.type in _STATEFUL:
-                for prev in pool:
-                    if prev.name == name and prev.cfg == cfg:
-                        found = prev
-                        break
-            new[name] = found if found is not None else _KINDS[cfg.type](cfg)
-        kept = {id(a) for a in new.values()}
-        replaced = [a for a in self.authenticators.values() if id(a) not in kept]
-        self.retired = [a for a in self.retired if id(a) not in kept] + replaced
-        self.authenticators = new
-        self.config = config
-        self.state = AuthState(config, new)
-        if replaced:
-            self._close_later(replaced, getattr(config, "drain_timeout_s", 20.0))
-        return self.state
-
-    def _close_later(self, authenticators, delay):
-        def close():
-            live = {id(a) for a in self.authenticators.values()}
-            for a in authenticators:
-                if id(a) not in live:
-                    a.close()
-                    if a in self.retired:
-                        self.retired.remove(a)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            close()
-            return
-        loop.call_later(delay, close)
-
-    def close(self):
-        for a in list(self.authenticators.values()) + self.retired:
-            a.close()
-        self.authenticators = {}
-        self.retired = []
-        self.config = self.state = None
-
-
-def registry(services) -> AuthRegistry:
-    reg = getattr(services, "auth_registry", None)
-    if reg is None:
-        reg = services.auth_registry = AuthRegistry()
-    return reg
+def authenticator(services, cfg):
+    """The authenticator for one ``auth`` entry. Stateful kinds (JWKS keys, token caches,
+    IdP connections) live in the process state: a reload with the same settings keeps
+    them, a replaced one is closed once no snapshot uses it."""
+    def make():
+        return _KINDS[cfg.type](cfg)
+    if cfg.type in _STATEFUL:
+        return services.keep(KIND, cfg.name, cfg, make)
+    return services.memo((KIND, cfg.name), make)
 
 
 # ------------------------------------------------------------------------ challenges
@@ -239,16 +182,16 @@ class AuthPolicy:
                  "acr_values", "metrics", "rejects", "strip_request_headers", "cfg",
                  "_missing")
 
-    def __init__(self, route_cfg, state: AuthState, metrics):
+    def __init__(self, route_cfg, authenticators, lookups, metrics):
         ra = route_cfg.auth
         self.cfg = ra
         self.route_name = route_cfg.name
-        self.authenticators = tuple(state.authenticators[n] for n in ra.using)
+        self.authenticators = tuple(authenticators)
         kinds = [a.kind for a in self.authenticators]
         self.chain = tuple(
             (a, a.kind == "jwt" and a.issuer is not None and "jwt" in kinds[i + 1:])
             for i, a in enumerate(self.authenticators))
-        self.lookups = state.lookups
+        self.lookups = lookups
         self.scopes = frozenset(ra.scopes)
         self.groups = frozenset(ra.groups)
         self.mfa = bool(ra.mfa)
@@ -327,17 +270,11 @@ class AuthPolicy:
         return None
 
 
-def close(services) -> None:
-    """Process shutdown: stop JWKS refreshes and introspection calls, close IdP
-    connections (for ``Services.close``)."""
-    reg = getattr(services, "auth_registry", None)
-    if reg is not None:
-        reg.close()
-
-
 def build(route_cfg, services):
     """The route's AuthPolicy, or None when the route has no ``auth``."""
     if route_cfg.auth is None:
         return None
-    state = registry(services).state_for(services.config)
-    return AuthPolicy(route_cfg, state, getattr(services, "metrics", None))
+    config = services.config
+    lookups = services.memo("auth.consumers", lambda: consumer_lookups(config))
+    authenticators = [authenticator(services, config.auth[n]) for n in route_cfg.auth.using]
+    return AuthPolicy(route_cfg, authenticators, lookups, getattr(services, "metrics", None))

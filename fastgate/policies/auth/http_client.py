@@ -170,6 +170,11 @@ class HttpClient:
         self.connections += 1
         return conn
 
+    async def open_idle(self) -> None:
+        """Open one keep-alive connection ahead of the first request (warm-up)."""
+        if len(self.idle) < self.max_idle:
+            self.idle.append(await self._connect())
+
     async def request(self, method: bytes, *, headers=(), body: bytes = b"",
                       timeout: float = 5.0, target: bytes | None = None) -> Response:
         """One request; raises HttpClientError (connection, framing, size, deadline)."""

@@ -68,6 +68,14 @@ class IntrospectionAuthenticator:
         self.inflight: dict[bytes, asyncio.Task] = {}
         self.calls = 0                                # IdP requests made (tests)
 
+    async def warm(self):
+        """One connection to the IdP (TCP and TLS handshakes done) before the first token."""
+        try:
+            await asyncio.wait_for(self.client.open_idle(), self.timeout)
+        except (HttpClientError, asyncio.TimeoutError) as exc:
+            log.warning("introspection %s: IdP not reachable at start (%s); tokens get 503 "
+                        "idp_unavailable until it answers", self.cfg.url, exc or "timeout")
+
     def close(self):
         for t in self.inflight.values():
             t.cancel()

@@ -6,7 +6,8 @@ JWKS are ignored: HMAC secrets come only from ``secret:`` (the loader never mixe
 JWKS), so a public key can never be fed to HMAC as a secret, which is the RS256->HS256
 key-confusion attack. A JWK's own ``alg``/``use``/``key_ops`` narrow it further.
 
-Refreshing (``JwksUrlSource``): every ``jwks_refresh_s`` (checked lazily by requests, fetched
+Refreshing (``JwksUrlSource``): fetched once before the snapshot serves (``warm``), then every
+``jwks_refresh_s`` (checked lazily by requests, fetched
 in the background while the old keys keep serving), and at once when a token names a ``kid``
 the set does not have (key rotation) -- but such fetches are single-flight and at most one per
 ``KID_REFRESH_INTERVAL_S``, so tokens with made-up kids cannot make the gateway hammer the
@@ -241,11 +242,15 @@ class JwksUrlSource(_Source):
         self.last_kid_fetch = -1e18
         self.last_attempt = -1e18
         self.last_error: str | None = None
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._start(time.monotonic())   # have keys before the first token arrives
+
+    def warm(self):
+        """Have keys before the first token arrives: the fetch starts now (when called, so
+        every warm-up runs at once), bounded by the fetch timeout. An IdP down now is not
+        fatal: tokens get 503 idp_unavailable until a later fetch succeeds."""
+        if self.keys is not None:
+            return asyncio.sleep(0)
+        return asyncio.wait_for(asyncio.shield(self._start(time.monotonic())),
+                                self.timeout_s + 1.0)
 
     def _start(self, mono: float) -> asyncio.Task:
         if self.task is None:

@@ -88,6 +88,10 @@ class JwtAuthenticator:
         self.cache.clear()
         self.negative.clear()
 
+    def warm(self):
+        warm = getattr(self.source, "warm", None)
+        return warm() if warm is not None else asyncio.sleep(0)
+
     def close(self):
         if self.source is not None:
             self.source.close()

@@ -36,6 +36,7 @@ import orjson
 
 from fastgate._core.buckets import MAX_KEYS, BucketPlan, TokenBucketTable
 from fastgate.policies.base import Reject
+from fastgate.policies.rate_limit_hooks import cluster_limiter, table_slots
 
 from .cluster import DENY, OK, WAIT
 
@@ -131,7 +132,6 @@ class RateLimitPolicy:
             table = services.local_buckets
             if table is None:
                 # Only when no SharedState ran prefork (embedding, tests): per-process buckets.
-                from fastgate.policies.rate_limit_hooks import table_slots
                 table = services.local_buckets = TokenBucketTable(
                     table_slots(services.config), shared=False)
             self.table = table
@@ -143,7 +143,9 @@ class RateLimitPolicy:
             for chunk in (self.local[i:i + MAX_KEYS] for i in range(0, len(self.local), MAX_KEYS))
         )
         self.single = self.groups[0] if len(self.local) == 1 and not self.cluster else None
-        self.limiter = services.cluster_limiter if self.cluster else None
+        self.limiter = None
+        if self.cluster:
+            self.limiter = cluster_limiter(services)
         if self.cluster and self.limiter is None:
             raise ValueError(f"route {route_name!r}: scope: cluster rate limits need redis")
 

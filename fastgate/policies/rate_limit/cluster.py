@@ -19,7 +19,13 @@ unavailable to the rest until those processes use them or hand them back. Oversh
 unreachable and ``on_error: allow`` lets requests through unmetered, or when Redis loses its
 data (a restart without persistence): buckets start full again, one extra burst at most.
 
-Failure: every Redis call is bounded by ``timeout_ms``. A failure marks Redis down; while it
+Start: the client is built (redis imported) with the limiter, and ``warm()`` connects, loads
+the script and runs it once before the snapshot that uses it serves, within
+``connect_timeout_ms``: a request never pays for set-up inside its ``timeout_ms``. Redis down
+at that moment is logged once and the limiter starts in its on_error mode.
+
+Failure: every Redis call is bounded by ``timeout_ms``. A connection Redis dropped (a
+restart) is replaced once inside the call, so a reconnect alone is no verdict. A failure marks Redis down; while it
 is down no request waits on it: leased tokens are still used, and beyond them ``on_error``
 decides at once (allow = admit unmetered, deny = 429). One probe call per backoff period
 (``BACKOFF_MIN_S`` doubling to ``BACKOFF_MAX_S``) finds out when Redis is back, and from then
@@ -96,6 +102,10 @@ end
 return {string.format('%.17g', grant), string.format('%.17g', tokens),
         string.format('%.17g', retry), string.format('%.17g', fill)}
 """
+
+
+def _describe(exc) -> str:
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
 def redis_key(key: bytes) -> str:
@@ -245,6 +255,7 @@ class ClusterLimiter:
     def __init__(self, cfg, *, clock=time.monotonic):
         self.cfg = cfg
         self.timeout_s = cfg.timeout_ms / 1000.0
+        self.connect_timeout_s = max(cfg.connect_timeout_ms / 1000.0, self.timeout_s)
         self.fail_open = cfg.on_error == "allow"
         self.clock = clock
         self.leases: dict[bytes, Lease] = {}
@@ -253,12 +264,15 @@ class ClusterLimiter:
         self.backoff = BACKOFF_MIN_S
         self.calls = 0
         self.failures = 0
-        self._client = None
-        self._script = None
-        self._sem = None
+        self.warmed = False
         self._loop = None
         self._sweeping = False
         self._closed = False
+        # Built now (imports included), connected by warm(): the first request must not pay
+        # for either inside its timeout_ms.
+        self._client = self._make_client()
+        self._script = self._client.register_script(LUA)
+        self._sem = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
     def loop(self):
         if self._loop is None:
@@ -314,24 +328,48 @@ class ClusterLimiter:
             self._sweeping = False
 
     # ------------------------------------------------------------------ redis
-    def _connect(self):
+    def _make_client(self):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        t = self.timeout_s
-        # No client-side retries: our own timeout and breaker decide; a retry would only
-        # stretch the time a request can wait.
-        common = dict(socket_timeout=t, socket_connect_timeout=t, retry=Retry(NoBackoff(), 0))
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        # One immediate retry, on a broken connection only: a pooled connection that Redis
+        # closed (a restart) is replaced inside the same call instead of counting as
+        # "Redis is down". Timeouts are never retried: our own deadline and the breaker
+        # decide, and a retry would only stretch the time a request can wait.
+        common = dict(socket_timeout=self.timeout_s,
+                      socket_connect_timeout=self.connect_timeout_s,
+                      retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
         if self.cfg.cluster_nodes:
             from redis.asyncio.cluster import ClusterNode, RedisCluster
-            client = RedisCluster(
+            return RedisCluster(
                 startup_nodes=[ClusterNode(h, p) for h, p in self.cfg.cluster_nodes],
                 max_connections=MAX_CONCURRENT_CALLS, **common)
-        else:
-            from redis.asyncio import Redis
-            client = Redis.from_url(self.cfg.url, **common)
-        self._client = client
-        self._script = client.register_script(LUA)
-        self._sem = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        from redis.asyncio import Redis
+        return Redis.from_url(self.cfg.url, **common)
+
+    async def warm(self) -> None:
+        """Before the snapshot that uses this limiter serves: connect (the cluster's slot
+        map too), load the script and run it once, within ``connect_timeout_ms``. Redis
+        down now is not fatal: the limiter starts in its on_error mode, says so once, and
+        meters from the first probe that Redis answers."""
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                client = self._client
+                if self.cfg.cluster_nodes:
+                    await client.initialize()
+                await client.script_load(LUA)
+                # A no-op bucket (want 0, full at once, so nothing is stored): the whole
+                # call path, reply parsing included, has run once.
+                await self._script(keys=[redis_key(b"\x00warm")], args=[1.0, 1, 0, 0, 0, 0])
+        except Exception as exc:  # noqa: BLE001 - any failure is "Redis unavailable"
+            self.failures += 1
+            self.healthy = False
+            self.backoff = BACKOFF_MIN_S
+            self.down_until = self.clock() + self.backoff
+            log.warning("redis unreachable at start for rate limits (%s); on_error=%s until "
+                        "it answers", _describe(exc), "allow" if self.fail_open else "deny")
+            return
+        self.warmed = True
 
     async def call(self, rkey, rate, burst, want, need, back, debt):
         """One script call; the parsed reply, or None when Redis failed or was too slow."""
@@ -340,8 +378,6 @@ class ClusterLimiter:
         self.calls += 1
         try:
             async with asyncio.timeout(self.timeout_s):
-                if self._client is None:
-                    self._connect()
                 async with self._sem:
                     res = await self._script(
                         keys=[rkey], args=[rate / 1e6, burst, want, need, back, debt])
@@ -357,8 +393,7 @@ class ClusterLimiter:
         if self.healthy:
             self.backoff = BACKOFF_MIN_S
             log.warning("redis unavailable for rate limits (%s); on_error=%s until it is back",
-                        type(exc).__name__ + (f": {exc}" if str(exc) else ""),
-                        "allow" if self.fail_open else "deny")
+                        _describe(exc), "allow" if self.fail_open else "deny")
         else:
             self.backoff = min(self.backoff * 2.0, BACKOFF_MAX_S)
         self.healthy = False
