@@ -49,6 +49,8 @@ K_CONSUMER, K_IP, K_ROUTE, K_HEADER, K_CLAIM = range(5)
 _KINDS = {"consumer": K_CONSUMER, "ip": K_IP, "route": K_ROUTE, "header": K_HEADER,
           "claim": K_CLAIM}
 
+WAIT_ROUNDS = 4      # lease fetches one request may wait for, within its deadline
+
 _NUMS = tuple(b"%d" % i for i in range(4096))   # header values without formatting
 
 
@@ -162,9 +164,13 @@ class RateLimitPolicy:
             ctx.response_headers += ((H_LIMIT, lim.limit_b), (H_REMAINING, r.remaining_b),
                                      (H_RESET, r.reset_b))
             return None
-        return self._decide(ctx, True)
+        r = self._decide(ctx, True, True)
+        if r.__class__ is list:
+            return self._after_fetch(ctx, r)
+        return r
 
-    def _decide(self, ctx, may_wait: bool):
+    def _decide(self, ctx, may_wait: bool, first: bool):
+        """None (admitted), a Reject, or the list of lease fetches to await first."""
         best_rem = math.inf
         best_reset = 0.0
         best_limit = None
@@ -176,7 +182,7 @@ class RateLimitPolicy:
             held = []
             for lim in self.cluster:
                 lease = limiter.lease(lim.key(ctx), lim.rate, lim.burst, now)
-                st = lease.status(lim.need, now, may_wait)
+                st = lease.status(lim.need, now, may_wait, first)
                 if st == OK:
                     held.append((lim, lease))
                 elif st == WAIT:
@@ -195,7 +201,7 @@ class RateLimitPolicy:
                     if rem < best_rem:
                         best_rem, best_reset, best_limit = rem, reset, lim.limit_b
             if waits is not None:
-                return self._after_fetch(ctx, waits)
+                return waits
         for limits, plan in self.groups:
             r = self.table.take_all(tuple([l.key(ctx) for l in limits]), plan)
             lim = limits[r.index]
@@ -218,9 +224,19 @@ class RateLimitPolicy:
         return None
 
     async def _after_fetch(self, ctx, tasks):
-        # The fetches are bounded by timeout_ms; the margin only guards against a stuck loop.
-        await asyncio.wait(tasks, timeout=self.limiter.timeout_s + 0.1)
-        return self._decide(ctx, False)
+        # One request waits at most timeout_ms (plus a margin against a stuck loop) in
+        # all. A fetch may bring less than every waiter needs (it was sized before they
+        # came): they ask again, within that deadline, rather than being refused while
+        # Redis still has tokens.
+        limiter = self.limiter
+        deadline = limiter.clock() + limiter.timeout_s + 0.1
+        for _ in range(WAIT_ROUNDS):
+            await asyncio.wait(tasks, timeout=max(deadline - limiter.clock(), 0.0))
+            r = self._decide(ctx, limiter.clock() < deadline, False)
+            if r.__class__ is not list:
+                return r
+            tasks = r
+        return self._decide(ctx, False, False)
 
     def _deny(self, ctx, limit_b, retry_s, remaining, reset_s, per_s):
         metrics = self.services.metrics

@@ -141,12 +141,13 @@ class Lease:
         self.last_used = now
 
     # ------------------------------------------------------------------ request path
-    def status(self, need: float, now: float, may_wait: bool) -> int:
+    def status(self, need: float, now: float, may_wait: bool, first: bool = True) -> int:
         """OK: the lease covers `need`; DENY: Redis is dry (see retry_after); WAIT: await
-        `self.task`, then ask again with may_wait=False; ERROR: Redis is down, on_error
-        decides."""
+        `self.task`, then ask again (first=False; may_wait while the request's own
+        deadline allows: other waiters may have taken what that fetch brought); ERROR:
+        Redis is down, on_error decides."""
         self.last_used = now
-        if may_wait:
+        if first:
             self.demand += need
         if self.avail >= need - EPS:
             return OK
