@@ -1,64 +1,39 @@
 """Compile a validated Config into an immutable Snapshot the request path runs on.
 
-Everything a request needs is resolved here once: the compiled router, per route the tuple of
-access-phase callables and response-phase callables, the upstream object with its target
-pools, precomputed bytes for static answers and rewrites. A reload compiles a new Snapshot
+Everything a request needs is resolved here once: the compiled router, per route its target
+(fastgate.targets) and per phase the tuple of policy callables, the upstream objects with
+their target pools, precomputed bytes for static answers and rewrites. A reload compiles a new Snapshot
 and swaps one reference; requests in flight keep the one they started with.
 """
 from __future__ import annotations
 
-import re
 import ssl
-
-import orjson
 
 from fastgate._core.router import Router
 from fastgate.policies import load_builders
 from fastgate.server.headers import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS
+from fastgate.targets import load_targets
 from fastgate.upstream.balance import Upstream
 
 
 class CompiledRoute:
-    __slots__ = (
-        "name", "index", "cfg", "upstream", "respond", "strip_prefix", "rewrite_parts",
-        "rewrite", "preserve_host", "access", "response", "max_body_bytes", "timeout_s",
-        "drop_request_headers", "drop_response_headers", "answers_preflight",
-    )
+    """One route as the request path runs it: its target and, per phase, the tuple of
+    policy callables (see fastgate/server/exchange.py for the phases)."""
 
-    def render_rewrite(self, params) -> bytes:
-        out = []
-        for literal, param in self.rewrite_parts:
-            out.append(literal)
-            if param is not None:
-                out.append((params or {}).get(param, "").encode("latin-1"))
-        return b"".join(out)
+    __slots__ = (
+        "name", "index", "cfg", "target", "access", "body", "response", "response_body",
+        "log", "max_body_bytes", "drop_request_headers", "drop_response_headers",
+    )
 
 
 class Snapshot:
     __slots__ = ("config", "router", "routes", "upstreams", "limits", "generation", "pool_keys",
-                 "body_ceiling")
+                 "body_ceiling", "reroutes", "services")
 
 
-_PARAM = re.compile(r"\{([^{}]+)\}")
-
-
-def _rewrite_parts(template: str):
-    parts = []
-    pos = 0
-    for m in _PARAM.finditer(template):
-        parts.append((template[pos:m.start()].encode(), m.group(1)))
-        pos = m.end()
-    parts.append((template[pos:].encode(), None))
-    return tuple(parts)
-
-
-def _respond(route_cfg):
-    r = route_cfg.respond
-    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in r.headers.items()]
-    body = r.body.encode() if isinstance(r.body, str) else orjson.dumps(r.body)
-    if not any(k == b"content-type" for k, _ in headers):
-        headers.insert(0, (b"content-type", b"text/plain; charset=utf-8"))
-    return (r.status, tuple(headers), body)
+# The phases a policy object may implement (each optional), in request order.
+PHASES = (("access", "access"), ("request_body", "body"), ("response", "response"),
+          ("response_body", "response_body"), ("log", "log"))
 
 
 def upstream_ssl_context(up_cfg) -> ssl.SSLContext:
@@ -106,52 +81,61 @@ def compile_snapshot(config, services, pools, generation: int = 0) -> Snapshot:
             name, target_pools, [t.weight for t in up.targets], up.balance, hash_on,
             up.connect_timeout_s, up.read_timeout_s, up.retries,
         )
-        upstreams[name].path_prefix = up.targets[0].path.encode() if up.targets else b""
+        # Each target's own base path (http://host/base): one per pool of this upstream.
+        for t, pool in zip(up.targets, target_pools):
+            if t.path:
+                upstreams[name].prefixes.setdefault(pool, t.path.encode())
     snap.upstreams = upstreams
     snap.pool_keys = used_pools
 
+    snap.services = services
     builders = load_builders()
+    targets = load_targets()
     routes = []
     table = []
+    reroutes = []
     for index, rc in enumerate(config.routes):
         route = CompiledRoute()
         route.name = rc.name
         route.index = index
         route.cfg = rc
-        route.upstream = upstreams[rc.upstream] if rc.upstream else None
-        route.respond = _respond(rc) if rc.respond is not None else None
-        route.strip_prefix = rc.strip_prefix.rstrip("/").encode() if rc.strip_prefix else None
-        route.rewrite = rc.rewrite
-        route.rewrite_parts = _rewrite_parts(rc.rewrite) if rc.rewrite else None
-        route.preserve_host = rc.preserve_host
         route.max_body_bytes = rc.max_body_bytes
-        route.timeout_s = rc.timeout_s
-        access = []
-        response = []
+        route.target = None
+        for build_target in targets:
+            route.target = build_target(rc, snap)
+            if route.target is not None:
+                break
+        if route.target is None:
+            raise ValueError(f"route {rc.name!r}: no target (upstream, respond, ...)")
+        phases = {slot: [] for _, slot in PHASES}
         drop_req = set(DROP_REQUEST_HEADERS)
         drop_resp = set(DROP_RESPONSE_HEADERS)
         for build in builders:
             policy = build(rc, services)
             if policy is None:
                 continue
-            if hasattr(policy, "access"):
-                access.append(policy.access)
-            if hasattr(policy, "response"):
-                response.append(policy.response)
+            for method, slot in PHASES:
+                fn = getattr(policy, method, None)
+                if fn is not None:
+                    phases[slot].append(fn)
             # Headers a policy sets itself must not also pass through as the client or
             # the upstream sent them.
             drop_req |= getattr(policy, "strip_request_headers", frozenset())
             drop_resp |= getattr(policy, "strip_response_headers", frozenset())
-        route.access = tuple(access)
-        route.response = tuple(response)
-        route.answers_preflight = any(
-            getattr(getattr(f, "__self__", None), "handles_preflight", False) for f in access)
+            # A policy may claim requests the router missed (CORS: preflights, routed by
+            # the method they ask about): one hook per kind, for the whole snapshot.
+            hook = getattr(policy, "reroute", None)
+            if hook is not None and hook not in reroutes:
+                reroutes.append(hook)
+        for _, slot in PHASES:
+            setattr(route, slot, tuple(phases[slot]))
         route.drop_request_headers = frozenset(drop_req)
         route.drop_response_headers = frozenset(drop_resp)
         routes.append(route)
         table.append((route, rc.name, rc.hosts or None, rc.methods or None, list(rc.paths)))
     snap.routes = routes
     snap.router = Router(table)
+    snap.reroutes = tuple(reroutes)
     # The parser's own limit is the largest any route accepts (a route may allow more than
     # limits.max_body_bytes, its default); each route's limit is applied after routing.
     snap.body_ceiling = max([config.limits.max_body_bytes] +

@@ -11,14 +11,29 @@
 """
 from __future__ import annotations
 
+from fastgate._core.router import MATCH, METHOD_NOT_ALLOWED
 from fastgate.policies.base import Reject, Respond
 
 DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _DENIED = Reject(403, "forbidden", "CORS preflight refused for this origin or method")
 
 
+def reroute(snapshot, head, path, kind):
+    """A preflight for a method the route does not serve (a GET-only route asked about
+    GET): route it by the method it asks about, to a route that has CORS."""
+    if kind != METHOD_NOT_ALLOWED or head.method != b"OPTIONS":
+        return None
+    asked = head.get(b"access-control-request-method")
+    if asked is None:
+        return None
+    found = snapshot.router.match(asked, head.host, path)
+    if found[0] == MATCH and found[1].cfg.cors is not None:
+        return found
+    return None
+
+
 class CorsPolicy:
-    handles_preflight = True
+    reroute = staticmethod(reroute)
     __slots__ = ("any_origin", "origins", "methods", "allow_methods", "allow_headers",
                  "expose", "credentials", "max_age")
 

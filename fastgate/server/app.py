@@ -13,7 +13,7 @@ import time
 
 from fastgate.config import ConfigError, load_config
 from fastgate.config.compile import compile_snapshot
-from fastgate.server.protocol import ClientProtocol
+from fastgate.server.connection import ClientConnection
 from fastgate.server.services import Services, SharedState
 from fastgate.upstream.pool import PoolRegistry
 
@@ -106,7 +106,7 @@ class Gateway:
                 from fastgate.server.tls import server_ssl_context
                 tls_ctx = server_ssl_context(lst.tls)
             is_tls = tls_ctx is not None
-            factory = (lambda is_tls=is_tls: ClientProtocol(self, is_tls))
+            factory = (lambda is_tls=is_tls: ClientConnection(self, is_tls))
             if self.inherited_sockets is not None:
                 server = await self.loop.create_server(
                     factory, sock=self.inherited_sockets[i], ssl=tls_ctx, backlog=4096)

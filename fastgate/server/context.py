@@ -1,4 +1,9 @@
-"""Per-request state handed to policies, the upstream side and the log phase."""
+"""Per-request state handed to policies, targets and the log phase.
+
+The exchange (exchange.py) *is* the request context of its request (one object per request,
+no second allocation); this base class declares what policies may read and set. Code that
+drives a policy directly (tests, benchmarks) builds a bare RequestContext.
+"""
 from __future__ import annotations
 
 
@@ -14,12 +19,17 @@ class RequestContext:
         "tls",               # bool: arrived over TLS
         "peer_cert",         # dict from ssl getpeercert() when a client certificate was verified
         "request_id",        # str
+        "request_id_b",      # the same, as bytes (encoded once per request)
         "traceparent",       # str sent upstream
         "consumer",          # str or None, set by auth
         "consumer_groups",   # tuple[str, ...]
         "claims",            # dict or None: verified token claims / introspection result
         "upstream_headers",  # list[(bytes, bytes)]: extra headers policies add for the upstream
         "response_headers",  # list[(bytes, bytes)]: extra headers policies add for the client
+        "drop_headers",      # frozenset of request header names (lower-case bytes) not to
+                             # forward as received, beyond the route's, or None
+        "request_body",      # bytes: the whole request body, for routes whose policies asked
+                             # for it (a body policy may replace it), else None
         "status",            # int: status sent to the client
         "error_code",        # str or None: SPEC error code when the gateway answered itself
         "bytes_in",          # int: request bytes received (head + body)
@@ -30,9 +40,13 @@ class RequestContext:
         "upstream_target",   # str or None: "host:port" that served it
         "upstream_duration", # float seconds or None
         "snapshot",          # the config snapshot this request runs under
+        "plugin_state",      # per-request state of plugin views (fastgate.plugin), or None
     )
 
     def __init__(self):
+        # head, client_ip, client_port, request_id(_b), traceparent, start(_wall) and
+        # snapshot are always set by whoever makes the context (the access log tells a
+        # context that never got them apart).
         self.route = None
         self.route_name = "_none"
         self.params = None
@@ -44,6 +58,8 @@ class RequestContext:
         self.claims = None
         self.upstream_headers = []
         self.response_headers = []
+        self.drop_headers = None
+        self.request_body = None
         self.status = 0
         self.error_code = None
         self.bytes_in = 0
@@ -51,3 +67,4 @@ class RequestContext:
         self.upstream_name = None
         self.upstream_target = None
         self.upstream_duration = None
+        self.plugin_state = None

@@ -11,7 +11,7 @@ class Upstream:
 
     __slots__ = (
         "name", "pools", "weights", "balance", "hash_on", "hash_name", "connect_timeout",
-        "read_timeout", "retries", "path_prefix", "health_checked", "_rr_current", "_rr_total", "_ring", "_single",
+        "read_timeout", "retries", "prefixes", "health_checked", "_rr_current", "_rr_total", "_ring", "_single",
     )
 
     def __init__(self, name, pools, weights, balance, hash_on, connect_timeout, read_timeout,
@@ -27,8 +27,11 @@ class Upstream:
         self._rr_current = [0] * len(pools)
         self._rr_total = sum(weights)
         self._single = pools[0] if len(pools) == 1 else None
-        self.path_prefix = b""
+        self.prefixes = {}      # pool -> its target URL's path, put before forwarded paths
         self.health_checked = False
+
+    def prefix_of(self, pool) -> bytes:
+        return self.prefixes.get(pool, b"")
 
     def pick(self, ctx, exclude=None):
         """Choose a target pool; `exclude` is a pool that just failed (retry elsewhere).

@@ -56,8 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
             if owner is not None:
                 owner.upstream_error(self, exc)
             return
-        if owner.wbuf:
-            owner.flush_output()
+        owner.read_done()
 
     def eof_received(self):
         return False  # let the transport close; connection_lost follows

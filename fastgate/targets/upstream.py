@@ -1,0 +1,467 @@
+"""``upstream:`` routes: the request goes to a target of an upstream, over its keep-alive pool.
+
+Per request an ``UpstreamCall``: pick a target (``Upstream.pick``), take a warm pooled
+connection or connect, send the head built once (hop-by-hop dropped, X-Forwarded-*,
+X-Request-ID, traceparent), stream the body (re-framed: Content-Length stays, chunked stays
+chunked), relay the response to the exchange as it arrives, and give the connection back to
+its pool only when everything was clean.
+
+Retries: connect failures on any method (nothing was sent); a connection lost before any
+response byte only for idempotent methods without a body. Bytes for the upstream are queued
+while the client parser runs and leave when that parser call returns cleanly
+(``ClientConnection.defer_flush``): a request rejected later in the same read sends nothing
+upstream, even over a warm pooled connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from fastgate._core.writer import header_lines, join_head
+from fastgate.observe.ids import traceparent_from
+from fastgate.server.exchange import P_UPSTREAM_FULL, P_WAITING
+
+log = logging.getLogger("fastgate")
+
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_TUNNEL_SKIP = frozenset((b"content-length", b"transfer-encoding", b"keep-alive",
+                          b"x-request-id"))
+_PARAM = re.compile(r"\{([^{}]+)\}")
+_monotonic = time.monotonic
+
+
+def _is_websocket(upgrade: bytes) -> bool:
+    return upgrade.strip().lower() == b"websocket"
+
+
+def _rewrite_parts(template: str):
+    parts = []
+    pos = 0
+    for m in _PARAM.finditer(template):
+        parts.append((template[pos:m.start()].encode(), m.group(1)))
+        pos = m.end()
+    parts.append((template[pos:].encode(), None))
+    return tuple(parts)
+
+
+class UpstreamTarget:
+    __slots__ = ("upstream", "strip_prefix", "rewrite_parts", "preserve_host", "read_timeout")
+    takes_body = True
+
+    def __init__(self, route_cfg, upstream):
+        self.upstream = upstream
+        self.strip_prefix = (route_cfg.strip_prefix.rstrip("/").encode()
+                             if route_cfg.strip_prefix else None)
+        self.rewrite_parts = _rewrite_parts(route_cfg.rewrite) if route_cfg.rewrite else None
+        self.preserve_host = route_cfg.preserve_host
+        self.read_timeout = (route_cfg.timeout_s if route_cfg.timeout_s is not None
+                             else upstream.read_timeout)
+
+    def open(self, ex):
+        call = UpstreamCall(self, ex)
+        call.prepare()
+        call.dispatch(None)
+        return call
+
+    def render_rewrite(self, params) -> bytes:
+        out = []
+        for literal, param in self.rewrite_parts:
+            out.append(literal)
+            if param is not None:
+                out.append((params or {}).get(param, "").encode("latin-1"))
+        return b"".join(out)
+
+
+class UpstreamCall:
+    __slots__ = ("target", "ex", "upstream", "pool", "conn", "path", "head_block", "tries",
+                 "req_chunked", "body_sent_any", "sent_at", "resp_keepalive", "up_wbuf",
+                 "attached", "waiting", "cancelled")
+
+    def __init__(self, target, ex):
+        self.target = target
+        self.ex = ex
+        self.upstream = target.upstream
+        self.pool = None
+        self.conn = None                # UpstreamConnection owned by this call
+        self.path = b""                 # the path (and query) sent upstream, before the prefix
+        self.head_block = None          # header lines after the request line (kept for a retry)
+        self.tries = 0
+        self.req_chunked = False        # re-frame the request body as chunked upstream
+        self.body_sent_any = False
+        self.sent_at = 0.0
+        self.resp_keepalive = False
+        self.up_wbuf = None             # request bytes gathered during one parser call
+        self.attached = False
+        self.waiting = None             # the connect task
+        self.cancelled = False
+
+    # ------------------------------------------------------------------ the request
+    def prepare(self):
+        """The upstream head, built once: the request line's path and the header block."""
+        ex = self.ex
+        target = self.target
+        head = ex.head
+        path = ex.path
+        prefix = target.strip_prefix
+        if prefix is not None:
+            if path == prefix:
+                path = b"/"
+            elif path.startswith(prefix) and path[len(prefix):len(prefix) + 1] == b"/":
+                path = path[len(prefix):]
+        if target.rewrite_parts is not None:
+            path = target.render_rewrite(ex.params)
+        query = head.query if ex.query is None else ex.query
+        self.path = path + b"?" + query if query else path
+        self.req_chunked = head.chunked
+        client_ip = ex.conn.client_ip_b
+        xff = head.get_all(b"x-forwarded-for")
+        tail = [b"x-forwarded-for: ",
+                b", ".join(xff) + b", " + client_ip if xff else client_ip,
+                b"\r\nx-forwarded-proto: https\r\n" if ex.tls else
+                b"\r\nx-forwarded-proto: http\r\n"]
+        host = head.host
+        if host:
+            tail += (b"x-forwarded-host: ", host, b"\r\n")
+            if target.preserve_host:
+                tail += (b"host: ", host, b"\r\n")
+        # else: the chosen target's Host line is added per try (_attach)
+        ex.traceparent = tp = traceparent_from(head.get(b"traceparent"))
+        tail += (b"x-request-id: ", ex.request_id_b, b"\r\ntraceparent: ", tp.encode(),
+                 b"\r\n")
+        if ex.upstream_headers:
+            tail.append(header_lines(ex.upstream_headers))
+        if head.upgrade is not None and _is_websocket(head.upgrade):
+            # Only WebSocket is tunnelled. Forwarding other upgrades (h2c above all) would
+            # let a client open a raw HTTP/2 channel to the upstream behind every route
+            # check of the gateway ("h2c smuggling"); they are dropped like any hop header.
+            tail += (b"connection: upgrade\r\nupgrade: ", head.upgrade, b"\r\n")
+        body = ex.request_body
+        if body is not None:
+            # Buffered for the body phase: sent whole, with its (possibly new) length.
+            self.req_chunked = False
+            tail.append(b"content-length: %d\r\n" % len(body))
+        elif head.chunked:
+            tail.append(b"transfer-encoding: chunked\r\n")
+        elif head.content_length >= 0:
+            tail.append(b"content-length: %d\r\n" % head.content_length)
+        elif head.method in (b"POST", b"PUT", b"PATCH"):
+            tail.append(b"content-length: 0\r\n")
+        drop = ex.route.drop_request_headers
+        if ex.drop_headers is not None:
+            drop = drop | ex.drop_headers
+        self.head_block = join_head(b"", head.headers, drop, head.connection_tokens, tail)
+
+    def dispatch(self, failed_pool):
+        """Pick a target and send the request: from the warm pool synchronously, else via
+        a connect task."""
+        upstream = self.upstream
+        ex = self.ex
+        pool = upstream.pick(ex, failed_pool)
+        if pool is None:
+            ex.target_failed(503, "no_healthy_upstream",
+                             f"no healthy target in upstream {upstream.name}")
+            return
+        self.pool = pool
+        self.tries += 1
+        conn = pool.acquire_idle()
+        if conn is not None:
+            self._attach(conn)
+            return
+        ex.conn.pause(P_WAITING)
+        self.waiting = asyncio.ensure_future(self._connect(pool))
+
+    async def _connect(self, pool):
+        upstream = self.upstream
+        ex = self.ex
+        try:
+            conn = await pool.connect(upstream.connect_timeout)
+            if conn.closed or conn.transport.is_closing():
+                # Accepted then dropped at once (an upstream out of connection slots).
+                pool.detach(conn)
+                conn.close()
+                raise ConnectionResetError("upstream closed the new connection")
+        except asyncio.CancelledError:
+            raise
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.waiting = None
+            if self.cancelled:
+                return
+            pool.mark_failure(_monotonic())
+            # Nothing was sent: a retry on another target is safe for any method.
+            if self.tries <= upstream.retries and not self.body_sent_any:
+                self.dispatch(pool)
+                return
+            log.warning("upstream %s connect to %s failed: %r", upstream.name, pool.label, exc)
+            if isinstance(exc, asyncio.TimeoutError):
+                ex.target_failed(504, "gateway_timeout", "upstream connect timed out")
+            else:
+                ex.target_failed(502, "bad_gateway", "upstream connection failed")
+            return
+        except Exception as exc:  # never leave the client without an answer
+            self.waiting = None
+            ex.internal_error(exc)
+            return
+        self.waiting = None
+        if self.cancelled:
+            pool.release(conn, True)
+            return
+        ex.conn.resume(P_WAITING)
+        try:
+            self._attach(conn)
+        except Exception as exc:
+            ex.internal_error(exc)
+
+    def _attach(self, conn):
+        ex = self.ex
+        self.conn = conn
+        conn.owner = self
+        pool = self.pool
+        ex.upstream_name = self.upstream.name
+        ex.upstream_target = pool.label
+        head = ex.head
+        conn.parser.start(head.method == b"HEAD")
+        line = head.method + b" " + self.upstream.prefix_of(pool) + self.path + b" HTTP/1.1\r\n"
+        if self.target.preserve_host and head.host:
+            self._up_send(line, self.head_block, b"\r\n")
+        else:
+            self._up_send(line, self.head_block, pool.host_header)
+        self.sent_at = _monotonic()
+        ex.conn.up_deadline = self.sent_at + self.target.read_timeout
+        self.attached = True
+        body = ex.request_body
+        if body is not None:
+            self.body_sent_any = True
+            if body:
+                self._up_send(body)
+        else:
+            pending = ex.take_pending()
+            if pending:
+                self.body_sent_any = True
+                if self.req_chunked:
+                    for data in pending:
+                        self._up_send(b"%x\r\n" % len(data), data, b"\r\n")
+                else:
+                    self._up_send(*pending)
+            if ex.body_done and self.req_chunked:
+                self._up_send(b"0\r\n\r\n")
+        ex.conn.defer_flush(self)
+        if conn.peer_paused:
+            ex.conn.pause(P_UPSTREAM_FULL)
+        if ex.conn.write_paused:
+            conn.pause_reading()
+
+    def body(self, data):
+        if self.req_chunked:
+            self._up_send(b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            self._up_send(data)
+        self.body_sent_any = True
+        self.ex.conn.defer_flush(self)
+
+    def body_end(self):
+        if self.req_chunked:
+            self._up_send(b"0\r\n\r\n")
+            self.ex.conn.defer_flush(self)
+
+    def _up_send(self, *pieces):
+        """Queue bytes for the upstream; they leave in flush_up()."""
+        buf = self.up_wbuf
+        if buf is None:
+            self.up_wbuf = list(pieces)
+        else:
+            buf.extend(pieces)
+
+    def flush_up(self):
+        buf = self.up_wbuf
+        if buf is not None:
+            self.up_wbuf = None
+            conn = self.conn
+            if conn is not None and not conn.closed:
+                conn.transport.writelines(buf)
+
+    # ------------------------------------------------------------------ client side events
+    def cancel(self):
+        self.cancelled = True
+        self.up_wbuf = None
+        if self.waiting is not None:
+            self.waiting.cancel()
+            self.waiting = None
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            if self.pool is not None:
+                self.pool.detach(conn)
+            conn.close()
+
+    def pause_reading(self):
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def resume_reading(self):
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def timed_out(self):
+        conn = self.conn
+        if conn is not None:
+            self._failed(conn, "upstream read timed out", timeout=True)
+
+    # ------------------------------------------------------------------ upstream events
+    def on_upstream_response(self, conn, head):
+        ex = self.ex
+        now = _monotonic()
+        ex.upstream_duration = now - self.sent_at
+        ex.conn.up_deadline = now + self.target.read_timeout
+        if head.status == 101:
+            if ex.head.upgrade is None or not _is_websocket(ex.head.upgrade):
+                self._failed(conn, "unexpected 101 from upstream")
+                return
+            self._start_tunnel(conn, head)
+            return
+        self.resp_keepalive = head.keep_alive
+        ex.send_head(head, ex.route.drop_response_headers)
+
+    def on_upstream_body(self, data):
+        ex = self.ex
+        ex.send_body(data)
+        ex.conn.up_deadline = _monotonic() + self.target.read_timeout
+
+    def read_done(self):
+        """End of one upstream read: what it brought leaves in one write."""
+        ex = self.ex
+        if ex.wbuf:
+            ex.flush_output()
+
+    def on_upstream_complete(self, conn):
+        ex = self.ex
+        self.conn = None
+        ex.conn.up_deadline = 0.0
+        reusable = ex.body_done and self.resp_keepalive and conn.parser.buffered == 0
+        self.pool.release(conn, reusable)
+        ex.send_end()
+
+    def upstream_error(self, conn, exc):
+        self._failed(conn, f"invalid upstream response: {exc.message}")
+
+    def upstream_closed(self, conn):
+        self._failed(conn, "upstream closed the connection")
+
+    def upstream_pause_writing(self):
+        self.ex.conn.pause(P_UPSTREAM_FULL)
+
+    def upstream_resume_writing(self):
+        self.ex.conn.resume(P_UPSTREAM_FULL)
+
+    def _failed(self, conn, reason, timeout=False):
+        ex = self.ex
+        if self.conn is conn:
+            self.conn = None
+            self.pool.detach(conn)
+        conn.close()
+        ex.conn.up_deadline = 0.0
+        if self.cancelled or ex.finished:
+            return
+        if ex.resp_flushed:
+            log.warning("upstream %s failed mid-response: %s", ex.upstream_name, reason)
+            ex.target_failed(502, "bad_gateway", "upstream failed")
+            return
+        head = ex.head
+        retry_ok = (
+            not timeout
+            and not ex.resp_started
+            and self.tries <= self.upstream.retries
+            and head.method in IDEMPOTENT
+            and not self.body_sent_any and head.content_length <= 0 and not head.chunked
+        )
+        if retry_ok:
+            self.attached = False
+            self.dispatch(self.pool)
+            return
+        log.warning("upstream %s (%s): %s", ex.upstream_name, ex.upstream_target, reason)
+        if timeout:
+            ex.target_failed(504, "gateway_timeout", "upstream timed out")
+        else:
+            ex.target_failed(502, "bad_gateway", "upstream failed")
+
+    # ------------------------------------------------------------------ tunnel (Upgrade)
+    def _start_tunnel(self, conn, head):
+        ex = self.ex
+        parts = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        for name, value in head.headers:
+            if name in _TUNNEL_SKIP:
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"x-request-id: ", ex.request_id_b, b"\r\n\r\n")
+        self.pool.detach(conn)
+        self.conn = None
+        client = ex.conn
+        conn.owner = _TunnelEnd(client)     # upstream bytes go straight to the client now
+        leftover = conn.parser.take_buffered()
+        conn.parser = _RawRelay(client)
+        ex.start_tunnel(b"".join(parts), _PeerTransport(conn), leftover)
+
+
+class _PeerTransport:
+    """What the client side writes to in a tunnel: the upstream connection's transport."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def write(self, data):
+        conn = self.conn
+        if not conn.closed:
+            conn.transport.write(data)
+
+    def close(self):
+        self.conn.close()
+
+
+class _TunnelEnd:
+    """Owner of an upgraded upstream connection: relays its events to the client side."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client):
+        self.client = client
+
+    def read_done(self):
+        pass
+
+    def upstream_error(self, conn, exc):
+        self.client.close()
+
+    def upstream_closed(self, conn):
+        self.client.close()
+
+    def upstream_pause_writing(self):
+        self.client.pause(P_UPSTREAM_FULL)
+
+    def upstream_resume_writing(self):
+        self.client.resume(P_UPSTREAM_FULL)
+
+
+class _RawRelay:
+    """Stands in for the response parser once a connection is a tunnel: bytes pass as-is."""
+
+    __slots__ = ("client",)
+    buffered = 0
+    expecting = False
+
+    def __init__(self, client):
+        self.client = client
+
+    def feed(self, data):
+        self.client.write(data)
+
+    def feed_eof(self):
+        pass
+
+
+def build(route_cfg, ctx):
+    if not route_cfg.upstream:
+        return None
+    return UpstreamTarget(route_cfg, ctx.upstreams[route_cfg.upstream])
