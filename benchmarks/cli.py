@@ -70,6 +70,9 @@ def parse_args(argv):
     ap.add_argument("--workers", default=None,
                     help="workers of every target: fastgate run --workers N, nginx "
                          "worker_processes, haproxy nbthread (default 1)")
+    ap.add_argument("--base-repo", default=None,
+                    help="another fastgate checkout (extensions built in place) for the "
+                         "fastgate-base target: a change and its base in one run")
     ap.add_argument("--fastgate-cmd", default=None,
                     help="command that runs fastgate (default: this python -m fastgate)")
     ap.add_argument("--out", default=None,
@@ -130,6 +133,8 @@ def main(argv=None):
         pacing=a.pacing, max_wait=0.0 if smoke else a.max_wait / 100.0, retries=a.retries,
         tls_version=a.tls_version, log=lambda s: print(s, flush=True))
     fastgate_cmd = shlex.split(a.fastgate_cmd) if a.fastgate_cmd else None
+    if a.base_repo:
+        os.environ["FASTGATE_BASE_REPO"] = os.path.abspath(a.base_repo)
     t0 = time.monotonic()
     try:
         results = run([BY_NAME[n] for n in a.scenario_list], a.target_list, settings,

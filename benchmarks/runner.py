@@ -31,7 +31,7 @@ import time
 from benchmarks import procs as P
 from benchmarks import stats
 from benchmarks.scenarios import Scenario
-from benchmarks.targets import TARGETS, HOST, NotApplicable, TargetError, free_port
+from benchmarks.targets import TARGETS, HOST, Fastgate, NotApplicable, TargetError, free_port
 
 mono = time.monotonic
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -427,7 +427,7 @@ def _probe(prep, sc: Scenario, jwt_token, ctx):
         r2, _ = send(with_auth=False)
         if r2.status != 401:
             raise TargetError(f"jwt_rs256: a request without a token got {r2.status}, not 401")
-    if prep.target.name == "fastgate" and {"rate_limit", "rate_limit_cluster"} & set(sc.features):
+    if isinstance(prep.target, Fastgate) and {"rate_limit", "rate_limit_cluster"} & set(sc.features):
         # SPEC: rate-limited routes answer with RateLimit-* headers
         if r.getheader("RateLimit-Limit") is None:
             raise TargetError("rate limit: the response has no RateLimit-Limit header")

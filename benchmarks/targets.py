@@ -130,6 +130,7 @@ NEVER_TRIPS = 10_000_000
 
 class Fastgate(Target):
     name = "fastgate"
+    repo = REPO
 
     def _cmd(self):
         if self.ctx.fastgate_cmd:
@@ -139,7 +140,7 @@ class Fastgate(Target):
     def _env(self):
         # the checkout's fastgate, whether or not it is pip-installed into this python
         pp = os.environ.get("PYTHONPATH")
-        return dict(os.environ, PYTHONPATH=REPO + (os.pathsep + pp if pp else ""))
+        return dict(os.environ, PYTHONPATH=self.repo + (os.pathsep + pp if pp else ""))
 
     def availability(self):
         try:
@@ -161,7 +162,7 @@ class Fastgate(Target):
             v = r.stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             v = ""
-        commit = _git_commit()
+        commit = _git_commit(self.repo)
         return f"fastgate {v or '?'}" + (f" ({commit})" if commit else "")
 
     def config(self, scenario, port):
@@ -278,8 +279,24 @@ def _write_yaml(path, cfg):
         f.write(text)
 
 
-def _git_commit():
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+class FastgateBase(Fastgate):
+    """Another checkout of fastgate (``--base-repo DIR``, its extensions built in place),
+    measured side by side with this one: ``--targets fastgate,fastgate-base`` puts the
+    change's cost in the ratio column, from one interleaved run."""
+
+    name = "fastgate-base"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.repo = os.path.abspath(os.environ.get("FASTGATE_BASE_REPO", ""))
+
+    def availability(self):
+        if not os.environ.get("FASTGATE_BASE_REPO"):
+            return "no --base-repo given"
+        return super().availability()
+
+
+def _git_commit(here=REPO):
     try:
         r = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
                            capture_output=True, text=True, timeout=10)
@@ -539,7 +556,8 @@ backend bench
         return Prepared(self, scenario, port, [self.binary(), "-db", "-f", path], wd)
 
 
-TARGETS = {"fastgate": Fastgate, "nginx": Nginx, "haproxy": Haproxy}
+TARGETS = {"fastgate": Fastgate, "fastgate-base": FastgateBase, "nginx": Nginx,
+           "haproxy": Haproxy}
 
 
 def _tail(proc, n=3):

@@ -26,8 +26,9 @@ class RequestContext:
         "claims",            # dict or None: verified token claims / introspection result
         "upstream_headers",  # list[(bytes, bytes)]: extra headers policies add for the upstream
         "response_headers",  # list[(bytes, bytes)]: extra headers policies add for the client
-        "drop_headers",      # frozenset of request header names (lower-case bytes) not to
+        "req_drop",          # frozenset of request header names (lower-case bytes) not to
                              # forward as received, beyond the route's, or None
+        "resp_drop",         # the same for the response to the client
         "request_body",      # bytes: the whole request body, for routes whose policies asked
                              # for it (a body policy may replace it), else None
         "status",            # int: status sent to the client
@@ -58,7 +59,8 @@ class RequestContext:
         self.claims = None
         self.upstream_headers = []
         self.response_headers = []
-        self.drop_headers = None
+        self.req_drop = None
+        self.resp_drop = None
         self.request_body = None
         self.status = 0
         self.error_code = None

@@ -49,6 +49,7 @@ class Exchange(RequestContext):
         "conn", "call", "path", "keep_alive", "body_done", "waiting", "policy_index",
         "pending", "pending_bytes", "buffering", "discarding", "resp_started",
         "resp_flushed", "resp_chunked", "resp_hdr_mark", "wbuf", "resp_filters", "finished",
+        "held",
     )
 
     def __init__(self, conn, head):
@@ -75,7 +76,8 @@ class Exchange(RequestContext):
         self.claims = None
         self.upstream_headers = []
         self.response_headers = []
-        self.drop_headers = None
+        self.req_drop = None
+        self.resp_drop = None
         self.request_body = None
         self.status = 0
         self.error_code = None
@@ -103,6 +105,7 @@ class Exchange(RequestContext):
         self.wbuf = None                # response bytes gathered during one target read
         self.resp_filters = None        # the route's response-body policies, when they run
         self.finished = False
+        self.held = None                # body chunks (None = the end) awaiting the head
 
     @classmethod
     def detached(cls, conn):
@@ -153,7 +156,11 @@ class Exchange(RequestContext):
         i = self.policy_index
         n = len(policies)
         while i < n:
-            result = policies[i](self)
+            try:
+                result = policies[i](self)
+            except Exception as exc:
+                self.internal_error(exc)
+                return
             i += 1
             if result is None:
                 continue
@@ -266,7 +273,11 @@ class Exchange(RequestContext):
         i = self.policy_index
         n = len(policies)
         while i < n:
-            result = policies[i](self, self.request_body)
+            try:
+                result = policies[i](self, self.request_body)
+            except Exception as exc:
+                self.internal_error(exc)
+                return
             i += 1
             if result is None:
                 continue
@@ -283,12 +294,100 @@ class Exchange(RequestContext):
     def send_head(self, head, drop):
         """The target's response head (``head``: status, headers, content_length,
         keep_alive, connection_tokens); ``drop``: header names not to pass on."""
-        status = head.status
-        self.status = status
+        self.status = head.status
         self.resp_hdr_mark = len(self.response_headers)
+        if self.route.response:
+            try:
+                waiting = self._response_phase(head, 0)
+            except Exception as exc:
+                self.phase_failed(exc)
+                return
+            if waiting is not None:
+                # An async response policy: the head waits for it, and so does the body
+                # (held, with the target's reading paused) -- never written half-decided.
+                self.held = []
+                call = self.call
+                if call is not None:
+                    call.pause_reading()
+                self.waiting = asyncio.ensure_future(
+                    self._await_response(head, waiting, self._write_head, head, drop))
+                return
+        self._write_head(head, drop)
+
+    def _response_phase(self, head, i):
+        """Run the response-head policies from ``i``; None when all ran, else (the
+        awaitable one returned, the index to go on from)."""
+        policies = self.route.response
+        n = len(policies)
+        while i < n:
+            r = policies[i](self, head)
+            i += 1
+            if r is not None:
+                return r, i
+        return None
+
+    def phase_failed(self, exc):
+        """A policy or plugin raised in a response phase: 500 when nothing went out yet
+        (its target dropped), else the connection is aborted. Logged either way."""
+        log.error("policy failed on route %s", self.route_name, exc_info=exc)
+        if self.finished:
+            return
+        self.drop_target()
+        if self.waiting is not None:
+            self.waiting.cancel()
+            self.waiting = None
+        self.conn.resume(P_WAITING)
+        if self.resp_flushed:
+            self.status = self.status or 500
+            self.finished = True
+            self.log()
+            self.conn.abort()
+            return
+        self.wbuf = None
+        self.held = None
+        self.resp_started = False
+        self.resp_chunked = False
+        self.resp_filters = None
+        self.keep_alive = False
+        self.error_code = "internal_error"
+        self._write_local(500, [(b"content-type", b"application/json")],
+                          error_body(500, "internal_error", "internal error", self.request_id))
+
+    async def _await_response(self, head, waiting, then, *args):
+        try:
+            while waiting is not None:
+                await waiting[0]
+                waiting = self._response_phase(head, waiting[1])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.waiting = None
+            self.phase_failed(exc)
+            return
+        self.waiting = None
+        if self.finished:
+            return
+        then(*args)
+        held, self.held = self.held, None
+        if held is None:
+            return
+        end = False
+        for data in held:
+            if data is None:
+                end = True
+            else:
+                self.send_body(data)
+        if end:
+            self.send_end()
+            return
+        self.flush_output()
+        call = self.call
+        if call is not None:
+            call.resume_reading()
+
+    def _write_head(self, head, drop):
+        status = head.status
         route = self.route
-        for policy in route.response:
-            policy(self, head)
         tail = [b"x-request-id: ", self.request_id_b, b"\r\n"]
         if self.response_headers:
             tail.append(header_lines(self.response_headers))
@@ -312,6 +411,8 @@ class Exchange(RequestContext):
             self.keep_alive = False
             tail.append(b"connection: close\r\n")
         tail.append(b"\r\n")
+        if self.resp_drop is not None:
+            drop = drop | self.resp_drop
         data = join_head(status_line(status), head.headers, drop, head.connection_tokens, tail)
         self.bytes_out += len(data)
         self.resp_started = True
@@ -320,10 +421,19 @@ class Exchange(RequestContext):
         self.wbuf = [data]
 
     def send_body(self, data):
+        if self.finished:
+            return
+        if self.held is not None:
+            self.held.append(data)
+            return
         filters = self.resp_filters
         if filters is not None:
-            for f in filters:
-                data = f(self, data, False)
+            try:
+                for f in filters:
+                    data = f(self, data, False)
+            except Exception as exc:
+                self.phase_failed(exc)
+                return
             if not data:
                 return
         n = len(data)
@@ -338,13 +448,22 @@ class Exchange(RequestContext):
 
     def send_end(self):
         """The response is complete: last chunk, flush, log, next request."""
+        if self.finished:
+            return
+        if self.held is not None:
+            self.held.append(None)          # the end, after the held body
+            return
         filters = self.resp_filters
         if filters is not None:
             # Each filter's last call may release what it held back; later filters see it.
             self.resp_filters = None
             tail = b""
-            for f in filters:
-                tail = f(self, tail, True)
+            try:
+                for f in filters:
+                    tail = f(self, tail, True)
+            except Exception as exc:
+                self.phase_failed(exc)
+                return
             if tail:
                 self.send_body(tail)
         if self.resp_chunked:
@@ -360,7 +479,7 @@ class Exchange(RequestContext):
 
     def flush_output(self):
         wbuf = self.wbuf
-        if wbuf:
+        if wbuf and self.held is None:
             self.wbuf = None
             self.resp_flushed = True
             self.conn.writelines(wbuf)
@@ -416,11 +535,24 @@ class Exchange(RequestContext):
         if self.error_code is None and status >= 400:
             self.error_code = ERROR_CODES.get(status, "error")
         route = self.route
-        if route is not None:
-            for policy in route.response:
-                policy(self, None)
+        if route is not None and route.response:
+            try:
+                waiting = self._response_phase(None, 0)
+            except Exception as exc:
+                self.phase_failed(exc)
+                return
+            if waiting is not None:
+                self.waiting = asyncio.ensure_future(self._await_response(
+                    None, waiting, self._write_local, status, headers, body))
+                return
+        self._write_local(status, headers, body)
+
+    def _write_local(self, status, headers, body):
         headers.append((b"x-request-id", self.request_id_b))
         headers += self.response_headers
+        if self.resp_drop is not None:
+            drop = self.resp_drop
+            headers = [h for h in headers if h[0] not in drop]
         head = self.head
         discard = False
         if not self.body_done and self.keep_alive:

@@ -149,8 +149,8 @@ class UpstreamCall:
         elif head.method in (b"POST", b"PUT", b"PATCH"):
             tail.append(b"content-length: 0\r\n")
         drop = ex.route.drop_request_headers
-        if ex.drop_headers is not None:
-            drop = drop | ex.drop_headers
+        if ex.req_drop is not None:
+            drop = drop | ex.req_drop
         self.head_block = join_head(b"", head.headers, drop, head.connection_tokens, tail)
 
     def dispatch(self, failed_pool):

@@ -56,7 +56,9 @@ class UpstreamConnection(asyncio.Protocol):
             if owner is not None:
                 owner.upstream_error(self, exc)
             return
-        owner.read_done()
+        owner = self.owner
+        if owner is not None:
+            owner.read_done()
 
     def eof_received(self):
         return False  # let the transport close; connection_lost follows
@@ -98,13 +100,19 @@ class UpstreamConnection(asyncio.Protocol):
         pass  # 1xx other than 101 are hop-local; the gateway answers 100-continue itself
 
     def on_response(self, head):
-        self.owner.on_upstream_response(self, head)
+        owner = self.owner
+        if owner is not None:   # None: closed by its owner inside this very read
+            owner.on_upstream_response(self, head)
 
     def on_body(self, data):
-        self.owner.on_upstream_body(data)
+        owner = self.owner
+        if owner is not None:
+            owner.on_upstream_body(data)
 
     def on_response_complete(self):
-        self.owner.on_upstream_complete(self)
+        owner = self.owner
+        if owner is not None:
+            owner.on_upstream_complete(self)
 
     # -- control ----------------------------------------------------------------------
     def pause_reading(self):

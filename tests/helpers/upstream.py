@@ -15,6 +15,8 @@ Paths:
   /download/N         N bytes of body (streamed)
   /upload             reads the body, answers its length
   /sse                text/event-stream: 5 events, 20 ms apart, then close of the stream
+  /sse-gated/N        text/event-stream: N events; event i+1 only once gates[i] is set
+  /chunked-big/N/K    chunked response: N chunks of K bytes ("abc..." text)
   /close-delimited    HTTP/1.0-style response without length, ended by close
   /ws                 WebSocket echo (text/binary frames)
   /headers-big        a response head of ~40 KiB
@@ -55,6 +57,7 @@ class UpstreamServer:
         self.port = None
         self.requests: list[Recorded] = []
         self.connections = 0
+        self.gates: list[threading.Event] = [threading.Event() for _ in range(16)]
         self.loop = asyncio.new_event_loop()
         self._server = None
         self._started = threading.Event()
@@ -216,6 +219,28 @@ class UpstreamServer:
             for i in range(5):
                 await self._send(conn, writer, h11.Data(data=b"data: event-%d\n\n" % i))
                 await asyncio.sleep(0.02)
+            await self._send(conn, writer, h11.EndOfMessage())
+            return False
+        if head == "sse-gated":
+            await self._send(conn, writer, h11.Response(status_code=200, headers=[("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]))
+            n = int(parts[1])
+            for i in range(n):
+                await self._send(conn, writer, h11.Data(data=b"data: event-%d\n\n" % i))
+                if i + 1 < n:
+                    gate = self.gates[i]
+                    for _ in range(2000):        # at most 10 s
+                        if gate.is_set():
+                            break
+                        await asyncio.sleep(0.005)
+            await self._send(conn, writer, h11.EndOfMessage())
+            return False
+        if head == "chunked-big":
+            n, k = int(parts[1]), int(parts[2])
+            block = (b"abcdefghijklmnopqrstuvwxyz" * (k // 26 + 1))[:k]
+            await self._send(conn, writer, h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")]))
+            for _ in range(n):
+                writer.write(conn.send(h11.Data(data=block)))
+                await writer.drain()
             await self._send(conn, writer, h11.EndOfMessage())
             return False
         if head == "close-delimited":
