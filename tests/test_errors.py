@@ -3,12 +3,14 @@ give a status the same code."""
 import pytest
 
 from fastgate._core.http import HttpError, RequestParser
+from fastgate.admin import server as admin_server
 from fastgate.errors import ERROR_CODES, ERRORS, default_message, error_code
 from fastgate.server import responses
 
 
 def test_the_proxy_uses_the_table_itself():
     assert responses.ERROR_CODES is ERROR_CODES
+    assert admin_server.error_code is error_code
 
 
 def test_codes_clients_rely_on():
