@@ -17,21 +17,13 @@ def _setup_logging():
 
 
 def _load_or_report(path):
-    """(config, None) or (None, every error as a KEY.PATH line): schema errors from the
-    loader, then what cannot work or is forbidden (TLS files that do not load, weak HMAC
-    secrets...)."""
-    from fastgate.audit import check_errors
-    from fastgate.config import ConfigError, load_config
+    """(config, None) or (None, every error as a KEY.PATH line), from the one validation
+    that reloads and `PUT /config` use too (fastgate.config.validate)."""
+    from fastgate.config import ConfigError, validate
     try:
-        config = load_config(path)
+        return validate(path), None
     except ConfigError as exc:
         return None, exc.errors
-    except OSError as exc:
-        return None, [f"{path}: cannot read: {exc.strerror or exc}"]
-    errors = check_errors(config)
-    if errors:
-        return None, errors
-    return config, None
 
 
 def cmd_check(args) -> int:

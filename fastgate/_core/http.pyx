@@ -28,6 +28,8 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from libc.string cimport memchr, memcpy, memmove, memcmp
 from libc.stdlib cimport malloc, realloc, free
 
+from fastgate.errors import ERROR_CODES as _ERROR_CODES
+
 __all__ = ("HttpError", "RequestHead", "RequestParser", "ResponseHead", "ResponseParser")
 
 # A chunk-size line (size + extensions) longer than this is refused: extensions carry nothing
@@ -74,13 +76,9 @@ class HttpError(Exception):
         return f"HttpError({self.status!r}, {self.code!r}, {self.message!r})"
 
 
-cdef dict _CODES = {
-    400: "bad_request",
-    413: "payload_too_large",
-    414: "uri_too_long",
-    431: "header_too_large",
-    505: "version_not_supported",
-}
+# The codes of the statuses requests fail with (400/413/414/431/505), from the one table of
+# error answers; read only when a request is refused.
+cdef dict _CODES = dict(_ERROR_CODES)
 
 # ------------------------------------------------------------------------- byte tables
 cdef unsigned char _TCHAR[256]     # token characters (RFC 9110 5.6.2)

@@ -1,13 +1,16 @@
 """The admin listener: health, readiness, Prometheus metrics and the (redacted) config.
 
-Off the hot path, so it is a small asyncio-streams server with its own strict HTTP/1.1
-handling: one request per connection (``Connection: close``), a 16 KiB head limit, a bounded
-body, deadlines on every read and write, and a cap on concurrent connections. It trusts
-nothing it reads: any framing it does not fully understand is a 400 (or 501 for a transfer
-coding) and the connection is closed.
+Requests are framed by the compiled ``RequestParser``, the proxy listener's own parser, so
+both listeners agree on what a valid HTTP/1.1 message is. On top of it the admin is stricter,
+as it is off the hot path and trusts nothing: one request per connection (``Connection:
+close``), origin-form targets only, a single plain-digits Content-Length, no chunked bodies
+(501), a 2 KiB request line and a 16 KiB header section, a bounded body, deadlines on the
+head, the body and the answer's write, and a cap on concurrent connections. Whatever the
+parser refuses is answered with its status and the connection is closed.
 
 Only ``/healthz`` and ``/readyz`` are open; everything else, including unknown paths (so
-they cannot be probed), needs ``Authorization: Bearer <admin.token>``.
+they cannot be probed), needs ``Authorization: Bearer <admin.token>``, checked before any
+body byte is accepted.
 """
 from __future__ import annotations
 
@@ -19,15 +22,19 @@ import re
 
 import orjson
 
+from fastgate._core.http import HttpError, RequestParser
+from fastgate.errors import default_message, error_body, error_code
 from fastgate.observe.ids import new_request_id
 from fastgate.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fastgate.observe.metrics import render
+from fastgate.server.responses import status_line
 
 __all__ = ["AdminServer", "redact_config", "REDACTED"]
 
 _log = logging.getLogger("fastgate.admin")
 
-MAX_HEAD_BYTES = 16 * 1024
+MAX_REQUEST_LINE_BYTES = 2048
+MAX_HEAD_BYTES = 16 * 1024           # the header section, as the parser counts it
 MAX_BODY_BYTES = 4 * 1024 * 1024     # a config document; anything larger is not one
 MAX_HEADERS = 100
 MAX_CONNECTIONS = 64
@@ -36,23 +43,9 @@ BODY_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 10.0
 REDACTED = "***"
 _OPEN_PATHS = frozenset(("/healthz", "/readyz"))
-
-_TCHAR = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# origin-form target: visible ASCII, no spaces, starting with "/" (RFC 9112 3.2.1)
-_TARGET = re.compile(rb"/[\x21-\x7e]*")
-_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
-
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
-            414: "URI Too Long", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
-            505: "HTTP Version Not Supported"}
-
-_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-                405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
-                414: "uri_too_long", 431: "headers_too_large", 500: "internal_error",
-                501: "not_implemented", 503: "unavailable", 505: "http_version_not_supported"}
+# The parser's own body ceiling is far above MAX_BODY_BYTES: a stranger announcing a huge
+# body must get its 401, not a 413 that tells it the endpoint exists and takes bodies.
+_PARSER_BODY_CEILING = 1 << 62
 
 # Keys whose values are secrets wherever they appear in the config document.
 _SECRET_KEYS = frozenset((
@@ -75,6 +68,8 @@ class _HttpError(Exception):
 
 
 class _Request:
+    """What an endpoint sees: ``headers`` is the parser's RequestHead (``get(lname)``)."""
+
     __slots__ = ("method", "path", "query", "headers", "body")
 
 
@@ -110,8 +105,7 @@ def _is_secret_key(lk: str) -> bool:
 
 
 def _json_error(status: int, message: str, request_id: str) -> bytes:
-    return orjson.dumps({"error": {"status": status, "code": _ERROR_CODES.get(status, "error"),
-                                   "message": message, "request_id": request_id}})
+    return error_body(status, error_code(status), message, request_id)
 
 
 class AdminServer:
@@ -132,7 +126,7 @@ class AdminServer:
         self._config_getter = config_getter
         self._ready_getter = ready_getter
         self._server = None
-        self._tasks: set = set()
+        self._conns: set = set()
         self.sockets = ()
 
     @property
@@ -143,9 +137,10 @@ class AdminServer:
         return self.sockets[0].getsockname()[:2]
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self.port,
-            limit=MAX_HEAD_BYTES, reuse_address=True, backlog=128)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _AdminConnection(self), self.host, self.port,
+            reuse_address=True, backlog=128)
         self.sockets = tuple(self._server.sockets)
         if self.port == 0 and self.sockets:
             self.port = self.sockets[0].getsockname()[1]
@@ -153,81 +148,15 @@ class AdminServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            for t in list(self._tasks):
-                t.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            tasks = []
+            for conn in list(self._conns):   # do not wait for slow or silent peers
+                if conn.task is not None:
+                    tasks.append(conn.task)
+                conn.abort()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
-
-    # -- connection handling ------------------------------------------------------------------
-    async def _on_connection(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        if len(self._tasks) >= MAX_CONNECTIONS:
-            writer.transport.abort()
-            return
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        try:
-            await self._serve_one(reader, writer)
-        except (ConnectionError, TimeoutError):
-            writer.transport.abort()
-        except asyncio.CancelledError:
-            writer.transport.abort()   # close(): do not wait for a slow peer
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-
-    async def _serve_one(self, reader, writer) -> None:
-        request_id = new_request_id()
-        req = None
-        try:
-            try:
-                async with asyncio.timeout(HEAD_TIMEOUT_S):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                if not exc.partial:
-                    return   # connected and left without a byte: nothing to answer
-                raise _HttpError(400, "incomplete request head")
-            except asyncio.LimitOverrunError:
-                raise _HttpError(431, f"request head exceeds {MAX_HEAD_BYTES} bytes")
-            except TimeoutError:
-                raise _HttpError(408, "request head not received in time")
-            req = _parse_head(head)
-            if req.path not in _OPEN_PATHS:
-                # before reading any body: strangers get no buffer space
-                self._authorize(req)
-            req.body = await _read_body(reader, req)
-            status, headers, body = await self._dispatch(req)
-        except _HttpError as err:
-            status, headers = err.status, list(err.headers)
-            headers.append((b"content-type", b"application/json"))
-            body = _json_error(err.status, err.message, request_id)
-        except ConnectionError:
-            raise
-        except Exception:   # a bug or a failing getter must not kill the listener
-            _log.exception("admin %s %s failed", getattr(req, "method", "?"),
-                           getattr(req, "path", "?"))
-            status, headers = 500, [(b"content-type", b"application/json")]
-            body = _json_error(500, "internal error", request_id)
-        await self._respond(writer, status, headers, body, request_id,
-                            head_only=req is not None and req.method == "HEAD")
-
-    async def _respond(self, writer, status, headers, body, request_id, head_only=False):
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode())]
-        for name, value in headers:
-            lines.append(name + b": " + value + b"\r\n")
-        lines.append(b"content-length: %d\r\n" % len(body))
-        lines.append(b"x-request-id: " + request_id.encode("ascii") + b"\r\n")
-        lines.append(b"cache-control: no-store\r\nx-content-type-options: nosniff\r\n"
-                     b"connection: close\r\n\r\n")
-        writer.write(b"".join(lines))
-        if not head_only:
-            writer.write(body)
-        async with asyncio.timeout(WRITE_TIMEOUT_S):
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
 
     # -- endpoints ----------------------------------------------------------------------------
     async def _dispatch(self, req: _Request):
@@ -280,6 +209,182 @@ class AdminServer:
                              else "invalid admin token", [(b"www-authenticate", hdr)])
 
 
+# connection phases, each with its own deadline
+_HEAD, _BODY, _DISPATCH, _WRITE, _CLOSED = range(5)
+
+
+class _AdminConnection(asyncio.Protocol):
+    """One admin connection: a request framed by RequestParser, one answer, then close.
+
+    The parser's callbacks raise ``_HttpError`` for what the admin refuses on top of the
+    parser; the parser stores it, stops, and ``feed()`` re-raises it here."""
+
+    __slots__ = ("server", "transport", "parser", "request_id", "req", "body", "phase",
+                 "timer", "task")
+
+    def __init__(self, server: AdminServer):
+        self.server = server
+        self.transport = None
+        self.parser = None
+        self.request_id = new_request_id()
+        self.req = None
+        self.body = []
+        self.phase = _HEAD
+        self.timer = None
+        self.task = None
+
+    # -- transport events ---------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        if len(self.server._conns) >= MAX_CONNECTIONS:
+            self.phase = _CLOSED
+            transport.abort()
+            return
+        self.server._conns.add(self)
+        self.parser = RequestParser(
+            self, max_request_line_bytes=MAX_REQUEST_LINE_BYTES,
+            max_header_bytes=MAX_HEAD_BYTES, max_headers=MAX_HEADERS,
+            max_body_bytes=_PARSER_BODY_CEILING)
+        self._deadline(HEAD_TIMEOUT_S, "request head not received in time")
+
+    def data_received(self, data):
+        if self.phase > _BODY:
+            return      # one request per connection: what follows it is never read
+        try:
+            self.parser.feed(data)
+        except HttpError as exc:         # refused by the parser
+            self._answer_error(exc.status, exc.message)
+        except _HttpError as err:        # refused by the checks in on_request
+            self._answer_error(err.status, err.message, err.headers)
+        except Exception:                # a bug must not leave the peer without an answer
+            _log.exception("admin request handling failed")
+            self._answer_error(500, default_message(500))
+
+    def eof_received(self):
+        if self.phase == _HEAD and self.parser.in_head:
+            self._answer_error(400, "incomplete request head")
+        elif self.phase == _BODY:
+            self._answer_error(400, "body shorter than Content-Length")
+        elif self.phase == _HEAD:       # connected and left without a request: no answer
+            self.phase = _CLOSED
+            self._cancel_deadline()
+            self.transport.close()
+        return True         # keep the transport: an answer may still be on its way
+
+    def connection_lost(self, exc):
+        self.phase = _CLOSED
+        self._cancel_deadline()
+        self.server._conns.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def abort(self):
+        self.phase = _CLOSED
+        self._cancel_deadline()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- parser callbacks ---------------------------------------------------------------------
+    def on_request(self, head):
+        target = head.target
+        if target[:1] != b"/":
+            raise _HttpError(400, "request target must be an absolute path")
+        # The parser accepts a list of equal Content-Length values (RFC 9110 8.6); here the
+        # one honest form is required, and one Authorization.
+        lengths = head.get_all(b"content-length")
+        if len(lengths) > 1:
+            raise _HttpError(400, "duplicate content-length header")
+        if lengths and not lengths[0].isdigit():
+            raise _HttpError(400, "invalid Content-Length")
+        if len(head.get_all(b"authorization")) > 1:
+            raise _HttpError(400, "duplicate authorization header")
+        req = _Request()
+        req.method = head.method.decode("ascii")
+        req.path = head.path.decode("ascii")
+        req.query = head.query.decode("ascii")
+        req.headers = head
+        req.body = b""
+        self.req = req
+        if req.path not in _OPEN_PATHS:
+            self.server._authorize(req)     # before any body byte: strangers get no buffer
+        if head.chunked:
+            raise _HttpError(501, "Transfer-Encoding is not supported here; send Content-Length")
+        if head.content_length > MAX_BODY_BYTES:
+            raise _HttpError(413, f"body exceeds {MAX_BODY_BYTES} bytes")
+        self.parser.set_body_limit(MAX_BODY_BYTES)
+        if head.content_length > 0:
+            self.phase = _BODY
+            self._deadline(BODY_TIMEOUT_S, "request body not received in time")
+
+    def on_body(self, data):
+        self.body.append(data)
+
+    def on_request_complete(self):
+        self.phase = _DISPATCH
+        self._cancel_deadline()
+        self.transport.pause_reading()
+        self.req.body = b"".join(self.body)
+        self.body = None
+        self.task = asyncio.get_running_loop().create_task(self._serve(self.req))
+
+    # -- answering ----------------------------------------------------------------------------
+    async def _serve(self, req):
+        try:
+            status, headers, body = await self.server._dispatch(req)
+        except _HttpError as err:
+            self._answer_error(err.status, err.message, err.headers)
+            return
+        except Exception:   # a bug or a failing getter must not kill the listener
+            _log.exception("admin %s %s failed", req.method, req.path)
+            self._answer_error(500, default_message(500))
+            return
+        self._respond(status, headers, body, head_only=req.method == "HEAD")
+
+    def _answer_error(self, status, message, headers=()):
+        headers = list(headers)
+        headers.append((b"content-type", b"application/json"))
+        self._respond(status, headers, _json_error(status, message, self.request_id),
+                      head_only=self.req is not None and self.req.method == "HEAD")
+
+    def _respond(self, status, headers, body, head_only=False):
+        if self.phase >= _WRITE:
+            return
+        self.phase = _WRITE
+        lines = [status_line(status)]
+        for name, value in headers:
+            lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"content-length: %d\r\n" % len(body))
+        lines.append(b"x-request-id: " + self.request_id.encode("ascii") + b"\r\n")
+        lines.append(b"cache-control: no-store\r\nx-content-type-options: nosniff\r\n"
+                     b"connection: close\r\n\r\n")
+        if not head_only:
+            lines.append(body)
+        transport = self.transport
+        transport.write(b"".join(lines))
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.close()   # after the buffer is flushed, unless the peer stops reading:
+        self._deadline(WRITE_TIMEOUT_S, None)
+
+    def _deadline(self, seconds, message):
+        self._cancel_deadline()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._expired, message)
+
+    def _cancel_deadline(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expired(self, message):
+        self.timer = None
+        if message is None or self.phase > _BODY:
+            self.abort()    # the answer could not be written in time
+        else:
+            self._answer_error(408, message)
+
+
 def _allow(method: str, allowed: tuple) -> None:
     if method not in allowed:
         raise _HttpError(405, f"method {method} not allowed",
@@ -288,79 +393,3 @@ def _allow(method: str, allowed: tuple) -> None:
 
 def _json(status: int, doc) -> tuple:
     return status, [(b"content-type", b"application/json")], orjson.dumps(doc)
-
-
-def _parse_head(head: bytes) -> _Request:
-    # head ends with CRLFCRLF; any bare CR or LF elsewhere is ambiguous framing
-    lines = head[:-4].split(b"\r\n")
-    for line in lines:
-        if b"\n" in line or b"\r" in line:
-            raise _HttpError(400, "bare CR or LF in request head")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3:
-        raise _HttpError(400, "malformed request line")
-    method, target, version = parts
-    if not _TCHAR.fullmatch(method):
-        raise _HttpError(400, "malformed method")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if re.fullmatch(rb"HTTP/[0-9]\.[0-9]", version):
-            raise _HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-        raise _HttpError(400, "malformed HTTP version")
-    if len(target) > 2048:
-        raise _HttpError(414, "request target too long")
-    if not _TARGET.fullmatch(target):
-        raise _HttpError(400, "request target must be an absolute path")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise _HttpError(431, f"more than {MAX_HEADERS} header fields")
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t"):
-            raise _HttpError(400, "obsolete line folding")
-        name, sep, value = line.partition(b":")
-        if not sep or not _TCHAR.fullmatch(name):
-            raise _HttpError(400, "malformed header field")
-        value = value.strip(b" \t")
-        if not _FIELD_VALUE.fullmatch(value):
-            raise _HttpError(400, "invalid byte in header value")
-        lname = name.lower()
-        if lname in headers:
-            if lname in (b"host", b"content-length", b"authorization", b"transfer-encoding"):
-                raise _HttpError(400, f"duplicate {lname.decode()} header")
-            headers[lname] += b", " + value
-        else:
-            headers[lname] = value
-    if version == b"HTTP/1.1" and b"host" not in headers:
-        raise _HttpError(400, "missing Host header")
-    req = _Request()
-    req.method = method.decode("ascii")
-    path, _, query = target.partition(b"?")
-    req.path = path.decode("ascii")
-    req.query = query.decode("ascii")
-    req.headers = headers
-    req.body = b""
-    return req
-
-
-async def _read_body(reader: asyncio.StreamReader, req: _Request) -> bytes:
-    te = req.headers.get(b"transfer-encoding")
-    cl = req.headers.get(b"content-length")
-    if te is not None:
-        if cl is not None:
-            raise _HttpError(400, "both Content-Length and Transfer-Encoding")
-        raise _HttpError(501, "Transfer-Encoding is not supported here; send Content-Length")
-    if cl is None:
-        return b""
-    if not _DIGITS.fullmatch(cl):
-        raise _HttpError(400, "invalid Content-Length")
-    n = int(cl)
-    if n > MAX_BODY_BYTES:
-        raise _HttpError(413, f"body exceeds {MAX_BODY_BYTES} bytes")
-    if n == 0:
-        return b""
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
-            return await reader.readexactly(n)
-    except asyncio.IncompleteReadError:
-        raise _HttpError(400, "body shorter than Content-Length")
-    except TimeoutError:
-        raise _HttpError(408, "request body not received in time")

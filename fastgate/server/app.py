@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from fastgate.config import ConfigError, load_config
+from fastgate.config import ConfigError, validate
 from fastgate.config.compile import compile_snapshot
 from fastgate.server.connection import ClientConnection
 from fastgate.server.services import Services, SharedState
@@ -303,17 +303,15 @@ class Gateway:
 
 def read_config_for_reload(path, *, report=True):
     """The config now in `path`, or None when it cannot be used (each error logged with its
-    key path when `report`): the running config then stays in place."""
+    key path when `report`, the lines `fastgate check` prints): the running config then
+    stays in place."""
     try:
-        return load_config(path)
+        return validate(path)
     except ConfigError as exc:
         if report:
             for err in exc.errors:
                 log.error("reload rejected: %s", err)
             log.error("reload rejected: keeping the running config (%d errors)", len(exc.errors))
-    except OSError as exc:
-        if report:
-            log.error("reload rejected: cannot read %s: %s", path, exc)
     return None
 
 

@@ -1,13 +1,14 @@
 """Responses the gateway writes itself: JSON errors, static `respond:` answers, 100-continue.
 
-Status lines and the JSON error framing are precomputed bytes; building an error costs one
-orjson call and a join.
+Status lines are precomputed bytes; building an error costs one orjson call and a join. The
+error codes and the JSON error body live in fastgate/errors.py (shared with the request
+parser and the admin listener) and are re-exported here.
 """
 from __future__ import annotations
 
 from http import HTTPStatus
 
-import orjson
+from fastgate.errors import ERROR_CODES, error_body  # noqa: F401  (the one error table)
 
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -24,38 +25,12 @@ STATUS_LINES = {
     for code in range(100, 600)
 }
 
-ERROR_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    402: "payment_required",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    410: "gone",
-    413: "payload_too_large",
-    414: "uri_too_long",
-    429: "rate_limited",
-    431: "header_too_large",
-    500: "internal_error",
-    502: "bad_gateway",
-    503: "service_unavailable",
-    504: "gateway_timeout",
-    505: "version_not_supported",
-}
-
 
 def status_line(status: int) -> bytes:
     line = STATUS_LINES.get(status)
     if line is None:
         line = b"HTTP/1.1 %d Unknown\r\n" % status
     return line
-
-
-def error_body(status: int, code: str, message: str, request_id: str | None) -> bytes:
-    return orjson.dumps(
-        {"error": {"status": status, "code": code, "message": message, "request_id": request_id}}
-    )
 
 
 def build_response(status: int, headers, body: bytes, *, close: bool, head_only: bool = False) -> bytes:

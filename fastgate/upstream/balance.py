@@ -10,8 +10,8 @@ class Upstream:
     """A named upstream as compiled from config: its target pools and how to choose one."""
 
     __slots__ = (
-        "name", "pools", "weights", "balance", "hash_on", "hash_name", "connect_timeout",
-        "read_timeout", "retries", "prefixes", "health_checked", "_rr_current", "_rr_total", "_ring", "_single",
+        "name", "pools", "weights", "balance", "hash_on", "connect_timeout",
+        "read_timeout", "retries", "prefixes", "_rr_current", "_single",
     )
 
     def __init__(self, name, pools, weights, balance, hash_on, connect_timeout, read_timeout,
@@ -25,10 +25,8 @@ class Upstream:
         self.read_timeout = read_timeout
         self.retries = retries
         self._rr_current = [0] * len(pools)
-        self._rr_total = sum(weights)
         self._single = pools[0] if len(pools) == 1 else None
         self.prefixes = {}      # pool -> its target URL's path, put before forwarded paths
-        self.health_checked = False
 
     def prefix_of(self, pool) -> bytes:
         return self.prefixes.get(pool, b"")

@@ -59,7 +59,6 @@ class HealthChecker:
         for name, up_cfg in config.upstreams.items():
             upstream = snapshot.upstreams[name]
             hc = up_cfg.health_check
-            upstream.health_checked = hc is not None
             for pool in upstream.pools:
                 if hc is None:
                     pool.healthy = True  # no longer checked: nothing can mark it down

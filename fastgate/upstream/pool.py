@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
-import time
 
 from fastgate._core.http import HttpError, ResponseParser
 
@@ -22,7 +21,7 @@ RESPONSE_MAX_HEADERS = 200
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "owner", "closed", "reading_paused",
-        "idle_since", "requests", "peer_paused",
+        "peer_paused",
     )
 
     def __init__(self, pool: "TargetPool"):
@@ -35,8 +34,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reading_paused = False
         self.peer_paused = False  # our transport is over its high-water mark: owner pauses the client
-        self.idle_since = 0.0
-        self.requests = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport):
@@ -138,13 +135,12 @@ class TargetPool:
     """Keep-alive connections to one target (scheme, host, port)."""
 
     __slots__ = (
-        "key", "scheme", "host", "port", "ssl", "server_hostname", "keepalive", "idle",
+        "scheme", "host", "port", "ssl", "server_hostname", "keepalive", "idle",
         "active", "loop", "label", "failures", "down_until", "healthy", "host_header",
     )
 
     def __init__(self, scheme: str, host: str, port: int, keepalive: int,
                  ssl_context: _ssl.SSLContext | None, loop=None):
-        self.key = (scheme, host, port)
         self.scheme = scheme
         self.host = host
         self.port = port
@@ -193,7 +189,6 @@ class TargetPool:
                 or len(self.idle) >= self.keepalive or conn.reading_paused):
             conn.close()
             return
-        conn.idle_since = time.monotonic()
         self.idle.append(conn)
 
     def detach(self, conn: UpstreamConnection):

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fastgate.admin.server import MAX_HEAD_BYTES, AdminServer, redact_config
 from fastgate.config import features, parse_config
 from fastgate.observe.metrics import Metrics
+from tests.helpers.util import read_until_close
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -387,3 +388,52 @@ def test_silent_and_half_open_connections_do_not_block_close():
             s.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+
+
+# -- framing by the compiled parser, codes from the one error table ------------------------------
+@pytest.mark.parametrize("request_bytes, status, code", [
+    (b"GET /healthz HTTP/1.1\r\n" + b"X: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n", 431,
+     "header_too_large"),
+    (b"GET /healthz HTTP/2.0\r\n" + HOST + b"\r\n", 505, "version_not_supported"),
+    (b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\n" + HOST + b"\r\n", 414, "uri_too_long"),
+    (b"GET /healthz HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501,
+     "not_implemented"),
+    (b"OPTIONS * HTTP/1.1\r\n" + HOST + b"\r\n", 400, "bad_request"),
+    (b"CONNECT a:443 HTTP/1.1\r\n" + HOST + b"\r\n", 400, "bad_request"),
+    (b"GET /healthz HTTP/1.1\r\n" + HOST + b"Authorization: Bearer a\r\nAuthorization: Bearer b"
+     b"\r\n\r\n", 400, "bad_request"),
+])
+def test_refusals_carry_the_shared_codes(admin, request_bytes, status, code):
+    from fastgate.errors import ERROR_CODES
+    resp = raw(admin.port, request_bytes)
+    assert status_of(resp) == status, resp[:300]
+    err = orjson.loads(resp.partition(b"\r\n\r\n")[2])["error"]
+    assert (err["status"], err["code"]) == (status, code) and ERROR_CODES[status] == code
+
+
+def test_a_head_split_byte_by_byte_parses_like_a_whole_one(admin):
+    req = b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", admin.port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(req)):
+            s.sendall(req[i:i + 1])
+        resp = read_until_close(s)
+    assert status_of(resp) == 200 and b"fastgate_requests_total" in resp
+
+
+def test_head_and_body_deadlines(monkeypatch):
+    from fastgate.admin import server as admin_server
+    monkeypatch.setattr(admin_server, "HEAD_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(admin_server, "BODY_TIMEOUT_S", 0.3)
+    srv = Running()
+    try:
+        for data, message in (
+                (b"GET /healthz HTTP/1.1\r\n", "request head not received in time"),
+                (b"PUT /config HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + TOKEN.encode()
+                 + b"\r\nContent-Length: 10\r\n\r\nab", "request body not received in time")):
+            resp = raw(srv.port, data, shut=False)
+            assert status_of(resp) == 408
+            err = orjson.loads(resp.partition(b"\r\n\r\n")[2])["error"]
+            assert (err["code"], err["message"]) == ("request_timeout", message)
+    finally:
+        srv.stop()

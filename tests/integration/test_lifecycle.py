@@ -114,6 +114,37 @@ def test_sighup_valid_then_invalid(upstream, gateway_factory):
     assert httpx.get(gw.url + "/echo").status_code == 200
 
 
+def test_sighup_refuses_what_check_refuses(upstream, gateway_factory):
+    # Schema-valid, refused only for a high audit finding: a 40-byte secret for HS512.
+    admin_port, token = free_port(), "reload-test-admin-token"
+    cfg = simple_config(upstream.port, admin={"bind": f"127.0.0.1:{admin_port}", "token": token})
+    cfg["routes"].insert(0, {"name": "v", "paths": ["/v"], "respond": {"status": 200, "body": "v1"}})
+    gw = gateway_factory(cfg)
+    weak = simple_config(upstream.port, admin=cfg["admin"])
+    weak["listeners"] = [{"bind": f"127.0.0.1:{gw.port}"}]
+    weak["auth"] = {"j": {"type": "jwt", "secret": "k7#Qv9!zR2@mX4$pL8^wN1&bT6*yH3(eA5%u0?cD",
+                          "algorithms": ["HS512"]}}
+    weak["routes"].insert(0, {"name": "v", "paths": ["/v"], "auth": {"using": ["j"]},
+                              "respond": {"status": 200, "body": "v2"}})
+    gw.write_config(weak)
+    check = fastgate("check", "-c", gw.path)
+    assert check.returncode == 2
+    expected = check.stdout.decode().splitlines()
+    assert expected and expected[0].startswith("auth.j.secret: HMAC secret is 40 bytes")
+
+    gw.signal(signal.SIGHUP)
+    assert wait_for(lambda: "keeping the running config" in gw.stderr())
+    logged = [l.split("reload rejected: ", 1)[1] for l in gw.stderr_lines if "reload rejected: " in l]
+    assert logged == expected + [f"keeping the running config ({len(expected)} errors)"]
+    assert "config reloaded" not in gw.stderr()
+    r = httpx.get(gw.url + "/v")
+    assert (r.status_code, r.text) == (200, "v1")       # the old config keeps serving
+    metrics = httpx.get(f"http://127.0.0.1:{admin_port}/metrics",
+                        headers={"Authorization": f"Bearer {token}"}).text
+    assert 'fastgate_config_reloads_total{result="failure"} 1.0' in metrics
+    assert 'fastgate_config_reloads_total{result="success"} 0.0' in metrics
+
+
 def test_in_flight_request_keeps_its_snapshot_across_reload(upstream, gateway_factory):
     cfg = simple_config(upstream.port)
     gw = gateway_factory(cfg)
