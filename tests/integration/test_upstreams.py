@@ -36,6 +36,20 @@ def test_weighted_round_robin(two_upstreams, gateway_factory):
     assert (len(a.requests), len(b.requests)) == (10, 30)
 
 
+def test_each_target_keeps_its_own_base_path(two_upstreams, gateway_factory):
+    """http://a/v1 and http://b/v2 in one upstream: each forwarded path gets its own target's
+    prefix (the first target's used to be applied to all of them)."""
+    a, b = two_upstreams
+    cfg = simple_config(a.port)
+    cfg["upstreams"]["app"]["targets"] = [{"url": a.url + "/v1"}, {"url": b.url + "/v2"}]
+    gw = gateway_factory(cfg)
+    with httpx.Client() as c:
+        for _ in range(4):
+            assert c.get(gw.url + "/echo?x=1").status_code == 200
+    assert {r.target for r in a.requests} == {b"/v1/echo?x=1"}
+    assert {r.target for r in b.requests} == {b"/v2/echo?x=1"}
+
+
 def test_hash_on_header_is_sticky_and_spreads(two_upstreams, gateway_factory):
     a, b = two_upstreams
     cfg = simple_config(a.port)
