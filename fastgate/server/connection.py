@@ -25,7 +25,8 @@ import logging
 import time
 
 from fastgate._core.http import HttpError, RequestParser
-from fastgate.server.exchange import P_WAITING, Exchange
+from fastgate.server.exchange import Exchange
+from fastgate.server.response import P_WAITING
 from fastgate.server.responses import build_response, error_body
 
 log = logging.getLogger("fastgate")

@@ -21,7 +21,7 @@ import time
 
 from fastgate._core.writer import header_lines, join_head
 from fastgate.observe.ids import traceparent_from
-from fastgate.server.exchange import P_UPSTREAM_FULL, P_WAITING
+from fastgate.server.response import P_UPSTREAM_FULL, P_WAITING
 
 log = logging.getLogger("fastgate")
 

@@ -235,3 +235,39 @@ def test_raw_socket_pipelined_through_plugins(installed_plugins, upstream, gatew
             assert chunk
             data += chunk
     assert data.count(b"HTTP/1.1 200") == 2 and b"CHUNK-1" in data
+
+
+def test_a_reload_whose_compile_fails_keeps_the_old_keys(installed_plugins, upstream,
+                                                         gateway_factory, tmp_path):
+    """The new file validates, but building it fails (a plugin's constructor raises): the
+    running snapshot and its state (the authenticator with its old keys) stay untouched."""
+    import signal
+
+    from tests.policies.test_auth_servers import Key, claims, jwks
+
+    old, new = Key(kid="old"), Key(kid="new")
+    keys = tmp_path / "jwks.json"
+    keys.write_text(json.dumps(jwks(old)))
+    cfg = simple_config(upstream.port)
+    cfg["auth"] = {"sso": {"type": "jwt", "issuer": "https://idp.test/",
+                           "audiences": ["orders-api"], "algorithms": ["RS256"],
+                           "jwks_file": str(keys)}}
+    cfg["routes"][0]["auth"] = {"using": ["sso"]}
+    gw = gateway_factory(cfg)
+    token_old = {"authorization": "Bearer " + old.sign(claims())}
+    token_new = {"authorization": "Bearer " + new.sign(claims())}
+    with httpx.Client(base_url=gw.url, timeout=10) as c:
+        assert c.get("/echo", headers=token_old).status_code == 200
+        new_keys = tmp_path / "jwks-new.json"
+        new_keys.write_text(json.dumps(jwks(new)))
+        cfg["auth"]["sso"]["jwks_file"] = str(new_keys)
+        cfg["routes"][0]["plugins"] = [{"name": "fail-in", "config": {"phase": "init"}}]
+        gw.write_config(cfg)
+        gw.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reload rejected" not in gw.stderr():
+            assert time.monotonic() < deadline, gw.stderr()
+            time.sleep(0.02)
+        assert "fail-in init" in gw.stderr()
+        assert c.get("/echo", headers=token_old).status_code == 200
+        assert c.get("/echo", headers=token_new).status_code == 401

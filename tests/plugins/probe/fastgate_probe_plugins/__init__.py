@@ -68,6 +68,8 @@ class FailIn:
 
     def __init__(self, config):
         self.phase = config["phase"]
+        if self.phase == "init":
+            raise RuntimeError("fail-in init")
 
     def access(self, req):
         if self.phase == "access":
