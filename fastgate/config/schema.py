@@ -81,7 +81,7 @@ Route(name: str [default "route-<index>"], hosts: list[str], methods: list[str],
   one path of the route defines.
   policies: the route's policy keys present, by key (registry order), read as attributes:
   route.ip, route.cors, route.lifecycle, route.auth, route.rate_limits, route.transform,
-  route.waf, route.budget (see each policy's config module).
+  route.waf, route.budget, route.plugins (see each policy's config module).
 Respond(status: int = 200, body: str = "", headers: dict[str, str])
 RouteAI(endpoint: "chat"|None, models: list[str] | None, prompt: Prompt|None)
   exactly one of endpoint / prompt; models None = all configured models.

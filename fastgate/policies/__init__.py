@@ -27,6 +27,7 @@ REGISTRY = (
 PENDING = (
     "fastgate.policies.waf",
     "fastgate.policies.budget",
+    "fastgate.policies.plugins",      # third-party policies: last, after the built-in ones
 )
 
 
