@@ -100,7 +100,7 @@ Price(input_per_1k: float, output_per_1k: float)   USD per 1,000 tokens
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import FrozenInstanceError, dataclass, field, fields
 from typing import Any, Callable
 
 from . import sections as _sections
@@ -147,9 +147,18 @@ def _keyed(attr: str, registered: Callable[[], dict]):
                 raise AttributeError(f"{cls.__name__!r} object has no attribute {name!r}")
             return key.fresh_default()
 
+        def __setattr__(self, name, value):
+            # Frozen for the keys too (the generated one would raise TypeError for them).
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+        def __delattr__(self, name):
+            raise FrozenInstanceError(f"cannot delete field {name!r}")
+
         __init__.__doc__ = generated.__doc__
         cls.__init__ = __init__
         cls.__getattr__ = __getattr__
+        cls.__setattr__ = __setattr__
+        cls.__delattr__ = __delattr__
         return cls
     return wrap
 
