@@ -121,7 +121,7 @@ def _keyed(attr: str, registered: Callable[[], dict]):
         core = frozenset(f.name for f in fields(cls))
 
         def __init__(self, *args, **kwargs):
-            given = {k: kwargs.pop(k) for k in [k for k in kwargs if k not in core]}
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k not in core}
             held = dict(kwargs.pop(attr, None) or {})
             held.update(given)
             keys = registered()

@@ -68,7 +68,7 @@ class RouteScope:
     index: int                      # position in the document's routes list
     path: Path                      # ("routes", index)
     kind: str | None = None         # "upstream" | "respond" | "ai" | None (missing/ambiguous)
-    ai: Any = None                  # its RouteAI, when kind == "ai" and it parsed
+    ai: Any = None                  # its RouteAI, when it has an ai key that parsed
     methods: list[str] = field(default_factory=list)
     policies: dict[str, Any] = field(default_factory=dict)   # RouteKeys parsed so far
     # Types of the authenticators this route uses (set by the auth policy's parser): set()
@@ -81,7 +81,7 @@ class LoadContext:
 
     Core sections (set by the loader before any policy key is parsed):
       listeners (valid ones), limits, redis (None when absent or invalid), has_redis (the key
-      is present, even if invalid), upstreams (None when the section itself is invalid).
+      is present, even if invalid), upstreams (valid ones by name; {} when absent or invalid).
     Set later by the loader: ai (AI | None) and has_ai, before routes; route (RouteScope)
     while a route is parsed.
     Set by the auth policy (see fastgate.policies.auth.config): authenticators (valid ones by
