@@ -20,6 +20,7 @@ UNSUPPORTED: set[str] = {
     "routes[].waf",
     "routes[].budget",
     "routes[].ai",
+    "routes[].plugins",
     "ai",
 }
 

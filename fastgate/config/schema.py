@@ -7,6 +7,14 @@ form the parsed parts sit beside the original (``bind`` + ``host``/``port``, ``p
 ``per_s``, ``by`` + ``by_kind``/``by_name``). Durations are float seconds for ``*_s`` keys and
 int milliseconds for ``*_ms`` keys. "None" below always means "the key was absent".
 
+This module holds the core of the model. What a policy parses is owned by the policy: its
+dataclasses and parser live in ``fastgate/policies/<name>/config.py`` (registered keys, see
+fastgate.config.sections), each documented there. ``Config`` and ``Route`` keep those values
+in one mapping each (``sections`` / ``policies``) and read them as attributes
+(``config.auth``, ``route.cors``; the key's registered default when absent); their
+constructors and ``dataclasses.replace`` take them as keyword arguments too. The policies'
+dataclasses are also reachable here by name (``schema.Cors``, ``schema.RateLimit``, ...).
+
 Config                          the whole file (top-level keys starting with "x-" are ignored:
                                 a place for YAML anchors, as in docker-compose)
   listeners: list[Listener]       at least one
@@ -15,8 +23,6 @@ Config                          the whole file (top-level keys starting with "x-
   limits: Limits
   redis: Redis | None
   upstreams: dict[str, Upstream]  keyed by name (also Upstream.name)
-  consumers: list[Consumer]
-  auth: dict[str, JwtAuth | ApiKeyAuth | IntrospectionAuth | ClientCertAuth]  keyed by name
   routes: list[Route]             document order (= match priority hint for the router)
   logging: Logging
   ai: AI | None
@@ -26,6 +32,10 @@ Config                          the whole file (top-level keys starting with "x-
                                   token, secret, client_secret, api_key, redis url passwords.
                                   Not part of equality.
   source: str                     file path or "<config>"
+  sections: dict[str, Any]        the policies' top-level sections present, by key; read as
+                                  attributes: consumers: list[Consumer], auth: dict[str,
+                                  JwtAuth | ApiKeyAuth | IntrospectionAuth | ClientCertAuth]
+                                  keyed by name (fastgate.policies.auth.config)
 
 Listener(bind: str, host: str, port: int, tls: TLSConfig | None)
   host is unbracketed ("::1" for bind "[::1]:8080"); port 0 = pick a free port.
@@ -57,68 +67,27 @@ Target(url: str, scheme: "http"|"https", host: str, port: int, path: str, weight
   onto forwarded paths. Property ``tls`` = scheme == "https". host unbracketed.
 HashOn(kind: "ip"|"consumer"|"header", name: str|None)   header name lower-cased
 HealthCheck(path="/health", interval_s=5.0, timeout_s=2.0, healthy_after=2, unhealthy_after=3)
-Consumer(name: str, groups: list[str], api_keys: list[str], jwt_subjects: list[str])
   names (consumer, group, route, upstream, authenticator, provider) are [A-Za-z0-9._@+:/-],
   starting with a letter or digit: safe in headers (X-Consumer-Groups is comma-joined), logs
   and metric labels.
-  api_keys normalised to "sha256:<64 lower-case hex>"; unique across all consumers, as are
-  jwt_subjects.
-JwtAuth(name, type="jwt", issuer: str|None, audiences: list[str], algorithms: list[str],
-        jwks_url: str|None, jwks_file: str|None, secret: str|None, jwks_refresh_s=300.0,
-        clock_skew_s=30.0, consumer_claim="sub", forward_claims: dict[claim, header-name])
-  exactly one of jwks_url / jwks_file / secret; HS* algorithms only with secret and never
-  mixed with asymmetric ones (key-confusion); "none" is rejected. algorithms default: ["HS256"]
-  with a secret, ["RS256", "ES256"] with a JWKS. secret >= 32 bytes (RFC 7518 3.2). jwks_url
-  (like IntrospectionAuth.url) is https, or http only to a loopback host.
-ApiKeyAuth(name, type="api_key", header: str|None, query: str|None, bearer: bool)
-  at least one source; none given -> header "X-API-Key".
-IntrospectionAuth(name, type="introspection", url: str, client_id: str|None,
-                  client_secret: str|None, cache_ttl_s=60.0, timeout_s=5.0,
-                  consumer_claim="sub", forward_claims: dict[claim, header-name])
-ClientCertAuth(name, type="client_cert", consumer_from: "subject_cn"|"san_dns"|"san_email"|
-               "san_uri" = "subject_cn")
 Route(name: str [default "route-<index>"], hosts: list[str], methods: list[str],
       paths: list[str], upstream: str|None, respond: Respond|None, ai: RouteAI|None,
       strip_prefix: str|None, rewrite: str|None, preserve_host=False,
-      lifecycle: Lifecycle|None, auth: RouteAuth|None, rate_limits: list[RateLimit],
-      transform: Transform|None, waf: Waf|None, cors: Cors|None, ip: IPRules|None,
-      budget: Budget|None, max_body_bytes: int [default limits.max_body_bytes],
-      timeout_s: float|None, owner: str|None, docs: str|None)
+      max_body_bytes: int [default limits.max_body_bytes], timeout_s: float|None,
+      owner: str|None, docs: str|None, policies: dict[str, Any])
   exactly one of upstream / respond / ai. hosts lower-cased ([] = any; "*.x.org" wildcard).
   methods upper-case ([] = any). paths: "/exact", "/a/{param}", "/prefix/*" (trailing only).
   strip_prefix/rewrite/preserve_host only with upstream. rewrite may use {params} that at least
   one path of the route defines.
+  policies: the route's policy keys present, by key (registry order), read as attributes:
+  route.ip, route.cors, route.lifecycle, route.auth, route.rate_limits, route.transform,
+  route.waf, route.budget, route.plugins (see each policy's config module).
 Respond(status: int = 200, body: str = "", headers: dict[str, str])
 RouteAI(endpoint: "chat"|None, models: list[str] | None, prompt: Prompt|None)
   exactly one of endpoint / prompt; models None = all configured models.
 Prompt(model: str, system: str|None, template: str, variables: list[str],
        max_tokens: int|None, temperature: float|None)
   variables = the {{names}} in template, in first-use order.
-Lifecycle(state: "published"|"deprecated"|"retired", sunset: datetime|None (aware, UTC),
-          sunset_raw: str|None, successor: str|None, deprecated_at: datetime|None)
-RouteAuth(using: list[str], scopes: list[str], groups: list[str], mfa=False,
-          acr_values: list[str])
-  using: names in Config.auth, in order. scopes/mfa need a jwt or introspection authenticator;
-  acr_values only with mfa.
-RateLimit(limit: int > 0, per: str, per_s: int, burst: int >= limit [default limit], by: str,
-          by_kind: "consumer"|"ip"|"route"|"header"|"claim", by_name: str|None,
-          scope: "local"|"cluster" = "local", unit: "requests"|"tokens" = "requests")
-  by defaults to "ip" when the route has no auth, else "consumer" (by: consumer without route
-  auth is an error, claim:NAME needs jwt/introspection); header names lower-cased.
-  scope cluster needs Config.redis; unit tokens only on ai routes.
-Transform(request: RequestTransform, response: ResponseTransform)
-RequestTransform(set_headers: dict, add_headers: dict, remove_headers: list, rename_headers:
-                 dict, set_query: dict, remove_query: list)   header names lower-cased
-  framing/hop-by-hop headers (content-length, transfer-encoding, connection, ...) and
-  x-consumer-name/-groups can never be named in a transform.
-ResponseTransform(set_headers: dict, remove_headers: list)
-Waf(mode: "block"|"monitor" = "block", rules: list[str] = all four:
-    sqli, xss, path_traversal, command_injection)
-Cors(origins: list[str], methods: list[str]|None [None = the route's methods, or all],
-     headers: list[str], expose_headers: list[str], credentials=False, max_age_s=600)
-IPRules(allow: list[ip_network], deny: list[ip_network])   deny wins over allow
-Budget(usd: float > 0, per: str, per_s: int, by: str, by_kind, by_name)
-  only on ai routes, and every model the route allows has a price.
 Logging(access_log: "stdout" | "off" | absolute path = "stdout",
         redact_headers: list[str] = ["authorization", "cookie", "x-api-key"])  lower-cased
 AI(providers: dict[str, Provider], models: list[Model])
@@ -131,15 +100,67 @@ Price(input_per_1k: float, output_per_1k: float)   USD per 1,000 tokens
 """
 from __future__ import annotations
 
-import datetime as _dt
-import ipaddress as _ip
-from dataclasses import dataclass, field
-from typing import Any, Union
+from dataclasses import FrozenInstanceError, dataclass, field, fields
+from typing import Any, Callable
+
+from . import sections as _sections
 
 DEFAULT_REDACT_HEADERS = ("authorization", "cookie", "x-api-key")
-WAF_RULES = ("sqli", "xss", "path_traversal", "command_injection")
 
 _frozen = dataclass(frozen=True, slots=True)
+
+
+def _keyed(attr: str, registered: Callable[[], dict]):
+    """Class decorator for a frozen dataclass whose field ``attr`` holds the values of
+    registered keys: ``obj.<key>`` reads ``obj.<attr>[key]`` (the key's default when absent),
+    and the constructor (so ``dataclasses.replace`` too) takes ``<key>=value`` keywords.
+    Values equal to their key's default are not stored, so ``Route(..., rate_limits=[])`` and
+    ``Route(...)`` are equal, as they always were."""
+    def wrap(cls):
+        generated = cls.__init__
+        core = frozenset(f.name for f in fields(cls))
+
+        def __init__(self, *args, **kwargs):
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k not in core}
+            held = dict(kwargs.pop(attr, None) or {})
+            held.update(given)
+            keys = registered()
+            for k in held:
+                if k not in keys:
+                    raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {k!r}")
+            kwargs[attr] = {k: held[k] for k in keys if k in held and held[k] != keys[k].default}
+            generated(self, *args, **kwargs)
+
+        def __getattr__(self, name):
+            # Only reached when ordinary lookup failed. Private and dunder names (copy, pickle
+            # probe for them) are never keys, nor is anything before the object is built.
+            if name[:1] == "_":
+                raise AttributeError(name)
+            try:
+                held = object.__getattribute__(self, attr)
+            except AttributeError:
+                raise AttributeError(name) from None
+            if name in held:
+                return held[name]
+            key = registered().get(name)
+            if key is None:
+                raise AttributeError(f"{cls.__name__!r} object has no attribute {name!r}")
+            return key.fresh_default()
+
+        def __setattr__(self, name, value):
+            # Frozen for the keys too (the generated one would raise TypeError for them).
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+        def __delattr__(self, name):
+            raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+        __init__.__doc__ = generated.__doc__
+        cls.__init__ = __init__
+        cls.__getattr__ = __getattr__
+        cls.__setattr__ = __setattr__
+        cls.__delattr__ = __delattr__
+        return cls
+    return wrap
 
 
 @_frozen
@@ -242,62 +263,6 @@ class Upstream:
 
 
 @_frozen
-class Consumer:
-    name: str
-    groups: list[str] = field(default_factory=list)
-    api_keys: list[str] = field(default_factory=list)
-    jwt_subjects: list[str] = field(default_factory=list)
-
-
-@_frozen
-class JwtAuth:
-    name: str
-    type: str = "jwt"
-    issuer: str | None = None
-    audiences: list[str] = field(default_factory=list)
-    algorithms: list[str] = field(default_factory=list)
-    jwks_url: str | None = None
-    jwks_file: str | None = None
-    secret: str | None = None
-    jwks_refresh_s: float = 300.0
-    clock_skew_s: float = 30.0
-    consumer_claim: str = "sub"
-    forward_claims: dict[str, str] = field(default_factory=dict)
-
-
-@_frozen
-class ApiKeyAuth:
-    name: str
-    type: str = "api_key"
-    header: str | None = "X-API-Key"
-    query: str | None = None
-    bearer: bool = False
-
-
-@_frozen
-class IntrospectionAuth:
-    name: str
-    url: str
-    type: str = "introspection"
-    client_id: str | None = None
-    client_secret: str | None = None
-    cache_ttl_s: float = 60.0
-    timeout_s: float = 5.0
-    consumer_claim: str = "sub"
-    forward_claims: dict[str, str] = field(default_factory=dict)
-
-
-@_frozen
-class ClientCertAuth:
-    name: str
-    type: str = "client_cert"
-    consumer_from: str = "subject_cn"
-
-
-AuthConfig = Union[JwtAuth, ApiKeyAuth, IntrospectionAuth, ClientCertAuth]
-
-
-@_frozen
 class Respond:
     status: int = 200
     body: str = ""
@@ -321,91 +286,7 @@ class RouteAI:
     prompt: Prompt | None = None
 
 
-@_frozen
-class Lifecycle:
-    state: str = "published"
-    sunset: _dt.datetime | None = None
-    sunset_raw: str | None = None
-    successor: str | None = None
-    deprecated_at: _dt.datetime | None = None
-
-
-@_frozen
-class RouteAuth:
-    using: list[str]
-    scopes: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    mfa: bool = False
-    acr_values: list[str] = field(default_factory=list)
-
-
-@_frozen
-class RateLimit:
-    limit: int
-    per: str
-    per_s: int
-    burst: int
-    by: str = "consumer"
-    by_kind: str = "consumer"
-    by_name: str | None = None
-    scope: str = "local"
-    unit: str = "requests"
-
-
-@_frozen
-class RequestTransform:
-    set_headers: dict[str, str] = field(default_factory=dict)
-    add_headers: dict[str, str] = field(default_factory=dict)
-    remove_headers: list[str] = field(default_factory=list)
-    rename_headers: dict[str, str] = field(default_factory=dict)
-    set_query: dict[str, str] = field(default_factory=dict)
-    remove_query: list[str] = field(default_factory=list)
-
-
-@_frozen
-class ResponseTransform:
-    set_headers: dict[str, str] = field(default_factory=dict)
-    remove_headers: list[str] = field(default_factory=list)
-
-
-@_frozen
-class Transform:
-    request: RequestTransform = field(default_factory=RequestTransform)
-    response: ResponseTransform = field(default_factory=ResponseTransform)
-
-
-@_frozen
-class Waf:
-    mode: str = "block"
-    rules: list[str] = field(default_factory=lambda: list(WAF_RULES))
-
-
-@_frozen
-class Cors:
-    origins: list[str]
-    methods: list[str] | None = None
-    headers: list[str] = field(default_factory=list)
-    expose_headers: list[str] = field(default_factory=list)
-    credentials: bool = False
-    max_age_s: int = 600
-
-
-@_frozen
-class IPRules:
-    allow: list[_ip.IPv4Network | _ip.IPv6Network] = field(default_factory=list)
-    deny: list[_ip.IPv4Network | _ip.IPv6Network] = field(default_factory=list)
-
-
-@_frozen
-class Budget:
-    usd: float
-    per: str
-    per_s: int
-    by: str = "consumer"
-    by_kind: str = "consumer"
-    by_name: str | None = None
-
-
+@_keyed("policies", _sections.route_keys)
 @_frozen
 class Route:
     name: str
@@ -418,18 +299,11 @@ class Route:
     strip_prefix: str | None = None
     rewrite: str | None = None
     preserve_host: bool = False
-    lifecycle: Lifecycle | None = None
-    auth: RouteAuth | None = None
-    rate_limits: list[RateLimit] = field(default_factory=list)
-    transform: Transform | None = None
-    waf: Waf | None = None
-    cors: Cors | None = None
-    ip: IPRules | None = None
-    budget: Budget | None = None
     max_body_bytes: int = 10485760
     timeout_s: float | None = None
     owner: str | None = None
     docs: str | None = None
+    policies: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
 
 @_frozen
@@ -470,6 +344,7 @@ class AI:
     models: list[Model]
 
 
+@_keyed("sections", _sections.top_keys)
 @_frozen
 class Config:
     listeners: list[Listener]
@@ -478,10 +353,20 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     redis: Redis | None = None
     upstreams: dict[str, Upstream] = field(default_factory=dict)
-    consumers: list[Consumer] = field(default_factory=list)
-    auth: dict[str, AuthConfig] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
     logging: Logging = field(default_factory=Logging)
     ai: AI | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     source: str = "<config>"
+    sections: dict[str, Any] = field(default_factory=dict, kw_only=True)
+
+
+
+def __getattr__(name: str):
+    """The policies' config dataclasses by name (``schema.Cors``, ``schema.RateLimit``, ...):
+    looked up in the registered policy config modules."""
+    if not name.startswith("_"):
+        for module in _sections.registered().modules:
+            if name in getattr(module, "__all__", ()):
+                return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

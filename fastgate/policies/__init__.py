@@ -2,7 +2,14 @@
 returning a policy object (see base.py) or None when the route does not use it.
 
 Order is the access-phase order: identity first, then what depends on identity.
-Adding a policy = adding a module and one line here; the core is never edited.
+Adding a policy = adding a package and one line here; the core is never edited. A policy
+package holds its handler (``__init__.py``: ``build``) and, when it owns config keys, a
+``config`` module declaring them (``SECTIONS``: its dataclasses and parsers, see
+fastgate.config.sections); the loader finds them through this list.
+
+PENDING: policies whose config is parsed (and refused by fastgate.config.UNSUPPORTED) while
+their handler has not landed; no ``build`` is taken from them. When one lands, its name moves
+into REGISTRY at its place in the order.
 """
 from __future__ import annotations
 
@@ -15,6 +22,12 @@ REGISTRY = (
     "fastgate.policies.auth",
     "fastgate.policies.rate_limit",
     "fastgate.policies.transform",
+)
+
+PENDING = (
+    "fastgate.policies.waf",
+    "fastgate.policies.budget",
+    "fastgate.policies.plugins",      # third-party policies: last, after the built-in ones
 )
 
 

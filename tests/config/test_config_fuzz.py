@@ -6,11 +6,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastgate.config import ConfigError, parse_config
-from fastgate.config.loader import TOP_KEYS, _Builder
+from fastgate.config.loader import route_level_keys, top_level_keys
+from fastgate.policies.auth.config import AUTH_KEYS
 
 
-KEYS = sorted(set(TOP_KEYS) | set(_Builder.ROUTE_KEYS) | {
-    k for ks in _Builder.AUTH_KEYS.values() for k in ks} | {
+KEYS = sorted(set(top_level_keys()) | set(route_level_keys()) | {
+    k for ks in AUTH_KEYS.values() for k in ks} | {
     "bind", "tls", "token", "url", "targets", "weight", "balance", "hash_on", "limit", "per",
     "burst", "by", "scope", "unit", "status", "body", "headers", "providers", "models", "model",
     "provider", "price", "fallbacks", "endpoint", "prompt", "template", "using", "mode", "rules",
