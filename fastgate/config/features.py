@@ -20,7 +20,6 @@ UNSUPPORTED: set[str] = {
     "routes[].waf",
     "routes[].budget",
     "routes[].ai",
-    "routes[].plugins",
     "ai",
 }
 

@@ -22,12 +22,12 @@ REGISTRY = (
     "fastgate.policies.auth",
     "fastgate.policies.rate_limit",
     "fastgate.policies.transform",
+    "fastgate.policies.plugins",      # third-party policies: last, after the built-in ones
 )
 
 PENDING = (
     "fastgate.policies.waf",
     "fastgate.policies.budget",
-    "fastgate.policies.plugins",      # third-party policies: last, after the built-in ones
 )
 
 

@@ -222,6 +222,10 @@ class ResponseSide:
     def flush_output(self):
         wbuf = self.wbuf
         if wbuf and self.held is None:
+            if self.resp_filters is not None and not self.resp_flushed and len(wbuf) == 1:
+                # Only the head so far, on a filtered route: it waits for the first filtered
+                # bytes, so a filter that fails at once still gets a clean 500.
+                return
             self.wbuf = None
             self.resp_flushed = True
             self.conn.writelines(wbuf)
