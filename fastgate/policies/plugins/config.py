@@ -49,10 +49,7 @@ def _refuse_retrieval(uri: str):
 
 def _compile(schema):
     import jsonschema_rs
-    try:
-        return jsonschema_rs.validator_for(schema, retriever=_refuse_retrieval)
-    except TypeError:  # a jsonschema_rs without custom retrievers
-        return jsonschema_rs.validator_for(schema)
+    return jsonschema_rs.validator_for(schema, retriever=_refuse_retrieval)
 
 
 def _first_line(exc: BaseException) -> str:
