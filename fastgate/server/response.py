@@ -33,28 +33,68 @@ DISCARD_BODY_LIMIT = 1024 * 1024   # unread body we swallow to keep a connection
 class ResponseSide:
     __slots__ = ()
 
-    def send_head(self, head, drop):
+    def send_head(self, head, drop, decided=False):
         """The target's response head (``head``: status, headers, content_length,
-        keep_alive, connection_tokens); ``drop``: header names not to pass on."""
-        self.status = head.status
-        self.resp_hdr_mark = len(self.response_headers)
-        if self.route.response:
-            try:
-                waiting = self._response_phase(head, 0)
-            except Exception as exc:
-                self.phase_failed(exc)
+        keep_alive, connection_tokens); ``drop``: header names not to pass on. The
+        response-head phase runs first (``decided``: it already has)."""
+        route = self.route
+        if not decided:
+            self.status = head.status
+            self.resp_hdr_mark = len(self.response_headers)
+            if route.response and self._head_phase(head, drop):
                 return
-            if waiting is not None:
-                # An async response policy: the head waits for it, and so does the body
-                # (held, with the target's reading paused) -- never written half-decided.
-                self.held = []
-                call = self.call
-                if call is not None:
-                    call.pause_reading()
-                self.waiting = asyncio.ensure_future(
-                    self._await_response(head, waiting, self._write_head, head, drop))
-                return
-        self._write_head(head, drop)
+        status = head.status
+        tail = [b"x-request-id: ", self.request_id_b, b"\r\n"]
+        if self.response_headers:
+            tail.append(header_lines(self.response_headers))
+        no_body = self.head.method == b"HEAD" or status in (204, 304) or status < 200
+        length = head.content_length
+        if route.response_body and not no_body:
+            self.resp_filters = route.response_body
+            length = -1                     # rewritten chunks: the length is not known
+        if length >= 0:
+            if status != 204:
+                tail.append(b"content-length: %d\r\n" % length)
+        elif not no_body:
+            if self.head.version == 11:
+                self.resp_chunked = True
+                tail.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
+        if not self.keep_alive or not self.body_done:
+            # A target answering before the request body ended: close after, since the
+            # rest of that body would otherwise be read as the next request.
+            self.keep_alive = False
+            tail.append(b"connection: close\r\n")
+        tail.append(b"\r\n")
+        if self.resp_drop is not None:
+            drop = drop | self.resp_drop
+        data = join_head(status_line(status), head.headers, drop, head.connection_tokens, tail)
+        self.bytes_out += len(data)
+        self.resp_started = True
+        # Held until the end of this target read (flush_output) so that a head and the
+        # body that came with it leave in one write: one syscall per response, not two.
+        self.wbuf = [data]
+
+    def _head_phase(self, head, drop) -> bool:
+        """Run the response-head policies; True when the head must not be written now (an
+        async policy is awaited, the body held meanwhile; or a policy failed)."""
+        try:
+            waiting = self._response_phase(head, 0)
+        except Exception as exc:
+            self.phase_failed(exc)
+            return True
+        if waiting is None:
+            return False
+        # The head waits for it, and so does the body (held, with the target's reading
+        # paused): never written half-decided.
+        self.held = []
+        call = self.call
+        if call is not None:
+            call.pause_reading()
+        self.waiting = asyncio.ensure_future(
+            self._await_response(head, waiting, self.send_head, head, drop, True))
+        return True
 
     def _response_phase(self, head, i):
         """Run the response-head policies from ``i``; None when all ran, else (the
@@ -127,41 +167,6 @@ class ResponseSide:
         if call is not None:
             call.resume_reading()
 
-    def _write_head(self, head, drop):
-        status = head.status
-        route = self.route
-        tail = [b"x-request-id: ", self.request_id_b, b"\r\n"]
-        if self.response_headers:
-            tail.append(header_lines(self.response_headers))
-        no_body = self.head.method == b"HEAD" or status in (204, 304) or status < 200
-        length = head.content_length
-        if route.response_body and not no_body:
-            self.resp_filters = route.response_body
-            length = -1                     # rewritten chunks: the length is not known
-        if length >= 0:
-            if status != 204:
-                tail.append(b"content-length: %d\r\n" % length)
-        elif not no_body:
-            if self.head.version == 11:
-                self.resp_chunked = True
-                tail.append(b"transfer-encoding: chunked\r\n")
-            else:
-                self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
-        if not self.keep_alive or not self.body_done:
-            # A target answering before the request body ended: close after, since the
-            # rest of that body would otherwise be read as the next request.
-            self.keep_alive = False
-            tail.append(b"connection: close\r\n")
-        tail.append(b"\r\n")
-        if self.resp_drop is not None:
-            drop = drop | self.resp_drop
-        data = join_head(status_line(status), head.headers, drop, head.connection_tokens, tail)
-        self.bytes_out += len(data)
-        self.resp_started = True
-        # Held until the end of this target read (flush_output) so that a head and the
-        # body that came with it leave in one write: one syscall per response, not two.
-        self.wbuf = [data]
-
     def send_body(self, data):
         if self.finished:
             return
@@ -228,7 +233,9 @@ class ResponseSide:
                 return
             self.wbuf = None
             self.resp_flushed = True
-            self.conn.writelines(wbuf)
+            conn = self.conn
+            if conn.state != 3:     # S_CLOSED
+                conn.transport.writelines(wbuf)
 
     def target_failed(self, status, code, message):
         """The target cannot answer (``status``/``code``/``message`` say why): a clean error

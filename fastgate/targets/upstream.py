@@ -61,7 +61,6 @@ class UpstreamTarget:
 
     def open(self, ex):
         call = UpstreamCall(self, ex)
-        call.prepare()
         call.dispatch(None)
         return call
 
@@ -96,12 +95,7 @@ class UpstreamCall:
         self.attached = False
         self.waiting = None             # the connect task
         self.cancelled = False
-
-    # ------------------------------------------------------------------ the request
-    def prepare(self):
-        """The upstream head, built once: the request line's path and the header block."""
-        ex = self.ex
-        target = self.target
+        # The upstream head, built once: the request line's path and the header block.
         head = ex.head
         path = ex.path
         prefix = target.strip_prefix
@@ -222,7 +216,9 @@ class UpstreamCall:
         ex.upstream_target = pool.label
         head = ex.head
         conn.parser.start(head.method == b"HEAD")
-        line = head.method + b" " + self.upstream.prefix_of(pool) + self.path + b" HTTP/1.1\r\n"
+        prefixes = self.upstream.prefixes
+        line = (head.method + b" " + (prefixes.get(pool, b"") if prefixes else b"") + self.path
+                + b" HTTP/1.1\r\n")
         if self.target.preserve_host and head.host:
             self._up_send(line, self.head_block, b"\r\n")
         else:
@@ -246,10 +242,14 @@ class UpstreamCall:
                     self._up_send(*pending)
             if ex.body_done and self.req_chunked:
                 self._up_send(b"0\r\n\r\n")
-        ex.conn.defer_flush(self)
+        client = ex.conn
+        if client.in_parser:
+            client.flush_pending = self     # leaves when the parser call returns cleanly
+        else:
+            self.flush_up()
         if conn.peer_paused:
-            ex.conn.pause(P_UPSTREAM_FULL)
-        if ex.conn.write_paused:
+            client.pause(P_UPSTREAM_FULL)
+        if client.write_paused:
             conn.pause_reading()
 
     def body(self, data):
@@ -258,7 +258,11 @@ class UpstreamCall:
         else:
             self._up_send(data)
         self.body_sent_any = True
-        self.ex.conn.defer_flush(self)
+        client = self.ex.conn
+        if client.in_parser:
+            client.flush_pending = self
+        else:
+            self.flush_up()
 
     def body_end(self):
         if self.req_chunked:

@@ -28,9 +28,6 @@ class Upstream:
         self._single = pools[0] if len(pools) == 1 else None
         self.prefixes = {}      # pool -> its target URL's path, put before forwarded paths
 
-    def prefix_of(self, pool) -> bytes:
-        return self.prefixes.get(pool, b"")
-
     def pick(self, ctx, exclude=None):
         """Choose a target pool; `exclude` is a pool that just failed (retry elsewhere).
         None when active health checks have taken every target out (answer 503)."""
