@@ -222,7 +222,7 @@ class ClientConnection(asyncio.Protocol):
         if self.deadline_kind == D_BODY:
             self.deadline_kind = D_NONE
         ex = self.ex
-        if ex is not None:
+        if ex is not None and not ex.body_done:    # a request without a body is done already
             ex.on_body_end()
 
     # ------------------------------------------------------------------ for the exchange

@@ -232,7 +232,7 @@ class UpstreamCall:
             if body:
                 self._up_send(body)
         else:
-            pending = ex.take_pending()
+            pending = ex.take_pending() if ex.pending else None
             if pending:
                 self.body_sent_any = True
                 if self.req_chunked:
