@@ -71,26 +71,32 @@ def _check_value(name: bytes, value: bytes) -> None:
         raise ValueError(f"invalid header {name!r}: {value!r}")
 
 
-class _RequestHeaders(MutableMapping):
-    """The request's headers as they will go upstream: what the client sent (minus what
-    the route drops) plus what policies added; edits replace every copy of a name."""
+class _HeaderView(MutableMapping):
+    """Case-insensitive headers as they will leave: what arrived (minus what is dropped)
+    plus what policies added (``_added``). Setting or deleting a name replaces every copy
+    of it, the arrived ones through a per-request drop set (``_drop_attr`` on the ctx)."""
 
     __slots__ = ("ctx",)
+    _drop_attr = ""
 
     def __init__(self, ctx):
         self.ctx = ctx
 
-    def _drop(self):
-        ctx = self.ctx
-        drop = ctx.route.drop_request_headers
-        return drop | ctx.req_drop if ctx.req_drop is not None else drop
+    def _arrived(self):          # [(name, value)] before the drop sets
+        raise NotImplementedError
+
+    def _route_drop(self):
+        raise NotImplementedError
+
+    def _added(self) -> list:
+        raise NotImplementedError
 
     def _items(self):
-        ctx = self.ctx
-        drop = self._drop()
-        out = [(k, v) for k, v in ctx.head.headers if k not in drop]
-        out += ctx.upstream_headers
-        return out
+        drop = self._route_drop()
+        extra = getattr(self.ctx, self._drop_attr)
+        if extra is not None:
+            drop = drop | extra
+        return [(k, v) for k, v in self._arrived() if k not in drop] + list(self._added())
 
     def __getitem__(self, name):
         key = _b(name).lower()
@@ -108,15 +114,16 @@ class _RequestHeaders(MutableMapping):
         value = _b(value)
         _check_value(key, value)
         self.__delitem__(name, missing_ok=True)
-        self.ctx.upstream_headers.append((key, value))
+        self._added().append((key, value))
 
     def __delitem__(self, name, missing_ok=False):
         ctx = self.ctx
         key = _b(name).lower()
         if not missing_ok and key not in {k for k, _ in self._items()}:
             raise KeyError(name)
-        ctx.req_drop = (ctx.req_drop or frozenset()) | {key}
-        ctx.upstream_headers[:] = [(k, v) for k, v in ctx.upstream_headers if k != key]
+        setattr(ctx, self._drop_attr, (getattr(ctx, self._drop_attr) or frozenset()) | {key})
+        added = self._added()
+        added[:] = [(k, v) for k, v in added if k != key]
 
     def __iter__(self):
         seen = []
@@ -129,57 +136,40 @@ class _RequestHeaders(MutableMapping):
         return len({k for k, _ in self._items()})
 
 
-class _ResponseHeaders(MutableMapping):
+class _RequestHeaders(_HeaderView):
+    """The request's headers as they will go upstream."""
+
+    __slots__ = ()
+    _drop_attr = "req_drop"
+
+    def _arrived(self):
+        return self.ctx.head.headers
+
+    def _route_drop(self):
+        return self.ctx.route.drop_request_headers
+
+    def _added(self):
+        return self.ctx.upstream_headers
+
+
+class _ResponseHeaders(_HeaderView):
     """The response's headers as they will go to the client."""
 
-    __slots__ = ("ctx", "head")
+    __slots__ = ("head",)
+    _drop_attr = "resp_drop"
 
     def __init__(self, ctx, head):
         self.ctx = ctx
         self.head = head      # the target's response head, or None for a local answer
 
-    def _items(self):
-        ctx = self.ctx
-        out = []
-        if self.head is not None:
-            drop = ctx.route.drop_response_headers
-            if ctx.resp_drop is not None:
-                drop = drop | ctx.resp_drop
-            out = [(k, v) for k, v in self.head.headers if k not in drop]
-        out += ctx.response_headers
-        return out
+    def _arrived(self):
+        return self.head.headers if self.head is not None else ()
 
-    def __getitem__(self, name):
-        key = _b(name).lower()
-        for k, v in reversed(self._items()):
-            if k == key:
-                return _s(v)
-        raise KeyError(name)
+    def _route_drop(self):
+        return self.ctx.route.drop_response_headers
 
-    def __setitem__(self, name, value):
-        key = _b(name).lower()
-        value = _b(value)
-        _check_value(key, value)
-        self.__delitem__(name, missing_ok=True)
-        self.ctx.response_headers.append((key, value))
-
-    def __delitem__(self, name, missing_ok=False):
-        ctx = self.ctx
-        key = _b(name).lower()
-        if not missing_ok and key not in {k for k, _ in self._items()}:
-            raise KeyError(name)
-        ctx.resp_drop = (ctx.resp_drop or frozenset()) | {key}
-        ctx.response_headers[:] = [(k, v) for k, v in ctx.response_headers if k != key]
-
-    def __iter__(self):
-        seen = []
-        for k, _ in self._items():
-            if k not in seen:
-                seen.append(k)
-        return (_s(k) for k in seen)
-
-    def __len__(self):
-        return len({k for k, _ in self._items()})
+    def _added(self):
+        return self.ctx.response_headers
 
 
 class Request:

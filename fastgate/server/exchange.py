@@ -146,26 +146,31 @@ class Exchange(ResponseSide, RequestContext):
 
     # ------------------------------------------------------------------ access phase
     def _run_access(self):
-        policies = self.route.access
+        if self._run_chain(self.route.access, False, self._run_access):
+            self._proceed()
+
+    def _run_chain(self, policies, with_body, again) -> bool:
+        """Run ``policies`` from ``policy_index``: True when all let the request on. A
+        Reject/Respond is answered; an awaitable (JWKS fetch, Redis, introspection) pauses
+        reading, and ``again`` resumes the chain where it stopped once it is done."""
         i = self.policy_index
         n = len(policies)
         while i < n:
             try:
-                result = policies[i](self)
+                result = policies[i](self, self.request_body) if with_body else policies[i](self)
             except Exception as exc:
                 self.internal_error(exc)
-                return
+                return False
             i += 1
             if result is None:
                 continue
             if self._answered(result):
-                return
-            # Must wait (JWKS fetch, redis, introspection): stop reading, resume later.
+                return False
             self.policy_index = i
             self.conn.pause(P_WAITING)
-            self.waiting = asyncio.ensure_future(self._await_policy(result, self._run_access))
-            return
-        self._proceed()
+            self.waiting = asyncio.ensure_future(self._await_policy(result, again))
+            return False
+        return True
 
     async def _await_policy(self, awaitable, then):
         try:
@@ -263,26 +268,8 @@ class Exchange(ResponseSide, RequestContext):
         self._run_body_policies()
 
     def _run_body_policies(self):
-        policies = self.route.body
-        i = self.policy_index
-        n = len(policies)
-        while i < n:
-            try:
-                result = policies[i](self, self.request_body)
-            except Exception as exc:
-                self.internal_error(exc)
-                return
-            i += 1
-            if result is None:
-                continue
-            if self._answered(result):
-                return
-            self.policy_index = i
-            self.conn.pause(P_WAITING)
-            self.waiting = asyncio.ensure_future(
-                self._await_policy(result, self._run_body_policies))
-            return
-        self.call = self.route.target.open(self)
+        if self._run_chain(self.route.body, True, self._run_body_policies):
+            self.call = self.route.target.open(self)
 
     def internal_error(self, exc):
         """A bug or an unexpected failure: log it with its traceback, answer 500 if nothing
