@@ -6,6 +6,9 @@
         schema = {...}                          # optional JSON Schema for `config`
         def __init__(self, config): ...         # once per load/reload
         def access(self, req): ...              # before the target: None, or a Respond
+        def request_chunk(self, req, data, last): ...
+                                                # each request body chunk as it streams
+                                                # (sync): None, or a Respond that refuses it
         def request_body(self, req, body): ...  # the whole request body (bytes): None or a
                                                 # Respond; ``req.body = b"..."`` replaces it
         def response(self, req, resp): ...      # the response head, before it is written
@@ -15,7 +18,8 @@
                                                 # call, last=True, may release what was held)
         def log(self, req, resp): ...           # after the last byte
 
-Every method is optional; all but ``response_body`` may be ``async def``. ``req``:
+Every method is optional; all but ``request_chunk`` and ``response_body`` may be ``async
+def``. ``req``:
 ``method``, ``path``, ``query`` (str), ``headers`` (case-insensitive mapping of the request
 as it goes upstream: get, set, del), ``client_ip``, ``consumer`` (name or None), ``route``
 (name), ``request_id``, ``body`` (request_body only), ``state`` (a dict for the plugin's own
@@ -23,8 +27,9 @@ per-request data), ``bytes_received``. ``resp``: ``status``, ``headers`` (as
 they go to the client), ``bytes_sent`` (final in ``log``). An exception in a plugin answers 500 for that request (or, once the
 response is under way, ends it) and is logged; it never takes the process down.
 
-``request_body`` and ``response_body`` extend the SPEC's three methods with the core's two
-body phases: a plugin that defines ``request_body`` makes its routes buffer the body (up to
+``request_chunk``, ``request_body`` and ``response_body`` extend the SPEC's three methods
+with the core's body phases: a refusal from ``request_chunk`` mid-stream drops the upstream
+connection (it never sees a whole request) and closes the client's after the answer; a plugin that defines ``request_body`` makes its routes buffer the body (up to
 the route's ``max_body_bytes``); one that defines ``response_body`` makes them re-frame
 responses as chunked.
 """
@@ -237,7 +242,7 @@ class PluginChain:
     set (compile asks ``getattr(policy, phase, None)``). Exceptions are the core's to
     handle: a failing plugin answers 500 for its request (fastgate/server/exchange.py)."""
 
-    PHASES = ("access", "request_body", "response", "response_body", "log")
+    PHASES = ("access", "request_chunk", "request_body", "response", "response_body", "log")
 
     def __init__(self, route_name, plugins):
         self.route_name = route_name
@@ -252,6 +257,14 @@ class PluginChain:
     def _access(self, ctx):
         req, _ = _views(ctx)
         return self._run(self._access_fns, 0, (req,))
+
+    def _request_chunk(self, ctx, data, last):
+        req, _ = _views(ctx)
+        for name, fn in self._request_chunk_fns:
+            r = fn(req, data, last)
+            if r is not None:
+                return _answer(name, r)
+        return None
 
     def _request_body(self, ctx, body):
         req, _ = _views(ctx)

@@ -21,8 +21,9 @@ class CompiledRoute:
     policy callables (see fastgate/server/exchange.py for the phases)."""
 
     __slots__ = (
-        "name", "index", "cfg", "target", "access", "body", "response", "response_body",
-        "log", "max_body_bytes", "drop_request_headers", "drop_response_headers",
+        "name", "index", "cfg", "target", "access", "chunk", "body", "response",
+        "response_body", "log", "max_body_bytes", "drop_request_headers",
+        "drop_response_headers",
     )
 
 
@@ -32,8 +33,8 @@ class Snapshot:
 
 
 # The phases a policy object may implement (each optional), in request order.
-PHASES = (("access", "access"), ("request_body", "body"), ("response", "response"),
-          ("response_body", "response_body"), ("log", "log"))
+PHASES = (("access", "access"), ("request_chunk", "chunk"), ("request_body", "body"),
+          ("response", "response"), ("response_body", "response_body"), ("log", "log"))
 
 
 def upstream_ssl_context(up_cfg) -> ssl.SSLContext:

@@ -5,8 +5,9 @@ The request path, as one straight line:
     begin: normalize_path, router (404/405; the snapshot's reroute hooks may claim a miss)
       -> access phase      route.access: sync None / Reject / Respond, or an awaitable
                            (reading pauses, the chain resumes where it stopped)
-      -> request body      route.body: policies that need the whole body (buffered up to
-                           the route's max_body_bytes, 413 beyond), run once it is complete
+      -> request body      route.chunk: each body chunk as it streams (inspection; a refusal
+                           drops the target), and route.body: policies that need the whole
+                           body (buffered up to max_body_bytes, 413 beyond), run once complete
       -> target            route.target.open(exchange): upstream, respond, ... (targets/)
       <- response head     route.response: policy(ctx, head) before the head is written
       <- response body     route.response_body: policy(ctx, data, last) -> bytes, chunk by
@@ -224,6 +225,8 @@ class Exchange(ResponseSide, RequestContext):
         self.bytes_in += len(data)
         if self.discarding:
             return  # we already answered locally; swallow the rest of the body
+        if self.route.chunk and self._inspect(data, False):
+            return
         call = self.call
         if call is not None and call.attached:
             call.body(data)
@@ -244,6 +247,8 @@ class Exchange(ResponseSide, RequestContext):
             # A local answer was sent before the body ended: the exchange is over now.
             self._finish()
             return
+        if self.route.chunk and self._inspect(b"", True):
+            return
         if self.buffering:
             self.buffering = False
             self._run_body()
@@ -251,6 +256,32 @@ class Exchange(ResponseSide, RequestContext):
         call = self.call
         if call is not None and call.attached:
             call.body_end()
+
+    def _inspect(self, data, last) -> bool:
+        """Request-chunk phase: each body chunk as it streams (sync policies: None, or a
+        Reject/Respond). True when one refused: the target is dropped (an upstream that got
+        part of the body loses the connection, never sees a whole request) and the
+        connection closes after the answer."""
+        for policy in self.route.chunk:
+            try:
+                result = policy(self, data, last)
+            except Exception as exc:
+                self.keep_alive = False
+                self.internal_error(exc)
+                return True
+            if result is not None:
+                self.drop_target()
+                if self.waiting is not None:
+                    self.waiting.cancel()
+                    self.waiting = None
+                self.conn.resume(P_WAITING)
+                self.keep_alive = False
+                self.buffering = False
+                self.pending = None
+                if not self.resp_started:
+                    self._answered(result)
+                return True
+        return False
 
     def take_pending(self):
         """The body chunks that arrived before the target was ready (for its call)."""

@@ -271,3 +271,36 @@ def test_a_reload_whose_compile_fails_keeps_the_old_keys(installed_plugins, upst
         assert "fail-in init" in gw.stderr()
         assert c.get("/echo", headers=token_old).status_code == 200
         assert c.get("/echo", headers=token_new).status_code == 401
+
+
+def test_request_chunk_phase_refuses_mid_stream(installed_plugins, upstream, gateway_factory):
+    gw = gateway_factory(plugin_config(upstream.port, [{"name": "chunk-guard"}]))
+    good = b"g" * 65536
+    with httpx.Client(base_url=gw.url, timeout=10) as c:
+        r = c.post("/upload", content=iter([good] * 8))       # streamed, inspected, passed
+        assert r.status_code == 200 and r.json() == {"received": 8 * 65536}
+    total = 16 * 65536
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % total)
+        for _ in range(4):
+            s.sendall(good)
+        # Wait until the upstream has seen part of this body stream through...
+        deadline = time.monotonic() + 10
+        while not any(r.body_len > 0 and r.target == b"/upload" for r in upstream.requests[1:]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        s.sendall(b"x" * 1000 + b"evil" + b"x" * 1000)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            pass
+    assert data.startswith(b"HTTP/1.1 403") and data.endswith(b"refused mid-stream"), data[:200]
+    assert b"connection: close" in data.lower()
+    time.sleep(0.2)
+    # ...but it never got the whole request.
+    assert all(r.body_len < total for r in upstream.requests[1:])

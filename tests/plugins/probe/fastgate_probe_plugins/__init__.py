@@ -112,3 +112,12 @@ class HeaderEdit:
         resp.headers["X-Probe"] = "yes"
         if "x-drop-me" in resp.headers:
             del resp.headers["x-drop-me"]
+
+
+class ChunkGuard:
+    """request_chunk: refuses a body as soon as a chunk carries a marker."""
+
+    def request_chunk(self, req, data, last):
+        if b"evil" in data:
+            return Respond(403, "refused mid-stream")
+        return None
