@@ -27,8 +27,10 @@ def parse_args(argv):
         prog="python -m benchmarks", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Load benchmarks of fastgate against nginx and HAProxy, on loopback.",
         epilog=EXAMPLES)
-    ap.add_argument("--targets", default="fastgate,nginx,haproxy",
-                    help="comma list of fastgate,nginx,haproxy; the first is the subject of "
+    ap.add_argument("--targets", default="fastgate,nginx,haproxy,floor",
+                    help="comma list of fastgate, nginx, haproxy, floor (a bare uvloop + "
+                         "httptools relay), fastgate-base (--base-repo); the first is the "
+                         "subject of "
                          "the ratio columns (default: %(default)s)")
     ap.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
                     help="comma list (default: all): " + ", ".join(s.name for s in SCENARIOS))

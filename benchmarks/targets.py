@@ -556,8 +556,37 @@ backend bench
         return Prepared(self, scenario, port, [self.binary(), "-db", "-f", path], wd)
 
 
+class Floor(Target):
+    """A minimal uvloop + httptools relay written here (benchmarks/floor.py): what Python
+    can do per request with no features at all, beside nginx and HAProxy in every table."""
+
+    name = "floor"
+
+    def availability(self):
+        try:
+            import httptools  # noqa: F401
+            import uvloop  # noqa: F401
+        except ImportError as e:
+            return f"floor needs {e.name}"
+        return None
+
+    def version(self):
+        import httptools
+        return f"uvloop + httptools {httptools.__version__} relay"
+
+    def prepare(self, scenario, connections):
+        if scenario.features:
+            raise NotApplicable("no features (a bare relay)")
+        wd = self._workdir(scenario)
+        port = free_port()
+        argv = [sys.executable, "-m", "benchmarks.floor", str(port), str(self.ctx.upstream_port)]
+        pp = os.environ.get("PYTHONPATH")
+        env = dict(os.environ, PYTHONPATH=REPO + (os.pathsep + pp if pp else ""))
+        return Prepared(self, scenario, port, argv, wd, env=env)
+
+
 TARGETS = {"fastgate": Fastgate, "fastgate-base": FastgateBase, "nginx": Nginx,
-           "haproxy": Haproxy}
+           "haproxy": Haproxy, "floor": Floor}
 
 
 def _tail(proc, n=3):
