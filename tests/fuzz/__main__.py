@@ -41,6 +41,27 @@ def load_native(lib_dir: str) -> None:
         setattr(pkg, name, mod)
 
 
+def launcher(name: str) -> str:
+    """An executable that runs this harness again: libFuzzer re-executes argv[0] for
+    -minimize_crash, -merge, -fork and -jobs."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(root, ".fuzz", "bin", name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    text = (f"#!/bin/sh\ncd '{root}' && PYTHONPATH='{root}' "
+            f"exec '{sys.executable}' -m tests.fuzz {name} \"$@\"\n")
+    try:
+        with open(path) as f:
+            same = f.read() == text
+    except OSError:
+        same = False
+    if not same:
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.chmod(path + ".tmp", 0o755)
+        os.replace(path + ".tmp", path)
+    return path
+
+
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in HARNESSES:
         raise SystemExit(f"usage: python -m tests.fuzz {{{'|'.join(HARNESSES)}}} [libFuzzer args]")
@@ -51,7 +72,7 @@ def main() -> None:
     import atheris
     with atheris.instrument_imports(include=["fastgate", "tests.fuzz"]):
         mod = importlib.import_module("tests.fuzz.fuzz_" + name)
-    atheris.Setup([sys.argv[0]] + sys.argv[2:], mod.TestOneInput, internal_libfuzzer=True)
+    atheris.Setup([launcher(name)] + sys.argv[2:], mod.TestOneInput, internal_libfuzzer=True)
     atheris.Fuzz()
 
 
