@@ -121,6 +121,10 @@ def _locate(tree: Any, target: Any) -> Path | None:
     return None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _load_yaml(text: str, source: str) -> tuple[Any, list[tuple[Path, str]]]:
     loader = _Loader(text)
     try:
@@ -129,11 +133,12 @@ def _load_yaml(text: str, source: str) -> tuple[Any, list[tuple[Path, str]]]:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = " ".join(x for x in (exc.context, exc.problem) if x)
-        raise SourceProblem([f"{source}: invalid YAML{where}: {what}"]) from None
+        raise SourceProblem([f"{source}: invalid YAML{where}: {_one_line(what)}"]) from None
     except yaml.YAMLError as exc:
-        raise SourceProblem([f"{source}: invalid YAML: {exc}"]) from None
+        # e.g. ReaderError ("unacceptable character ...\n  in ..."): an error is one line
+        raise SourceProblem([f"{source}: invalid YAML: {_one_line(str(exc))}"]) from None
     except (ValueError, TypeError, RecursionError) as exc:
-        raise SourceProblem([f"{source}: invalid YAML: {exc}"]) from None
+        raise SourceProblem([f"{source}: invalid YAML: {_one_line(str(exc))}"]) from None
     finally:
         loader.dispose()
     problems = []
