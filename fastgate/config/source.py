@@ -282,6 +282,18 @@ def deep_copy_plain(tree: Any) -> Any:
     return tree
 
 
+_ODD_KEY = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|: |^\s|\s$|^$")
+
+
+def _key(seg: Any) -> str:
+    """A mapping key as a path element; one that could break the "key.path: message" line
+    (a newline or other control character, blank ends, ": ", empty) is shown quoted."""
+    text = str(seg)
+    if _ODD_KEY.search(text) is None:
+        return text
+    return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
 def format_path(path: Path, root: str) -> str:
     out = []
     for seg in path:
@@ -290,7 +302,7 @@ def format_path(path: Path, root: str) -> str:
         else:
             if out:
                 out.append(".")
-            out.append(str(seg))
+            out.append(_key(seg))
     return "".join(out) or root
 
 

@@ -23,3 +23,20 @@ def test_yaml_reader_error_is_one_line():
     """PyYAML's ReaderError (a control character in the text) renders over two lines."""
     [line] = errors_of(b"listeners: \x01")
     assert line.startswith("<config>: invalid YAML: unacceptable character #x0001")
+
+
+@pytest.mark.parametrize("key, shown", [
+    ("a\nb", '"a\\nb"'), (" ", '" "'), ("", '""'), ("x: y", '"x: y"'), ("tab\t", '"tab\\t"'),
+    ("ok_key", "ok_key"), ("caf\u00e9", "caf\u00e9"),
+])
+def test_odd_keys_are_quoted_in_error_paths(key, shown):
+    """A key with a newline split its error over lines; a blank or ": " one made the line
+    ambiguous. Such keys are shown quoted (escaped); ordinary ones as they are."""
+    doc = dict(VALID, **{key: 1})
+    doc["routes"] = [dict(VALID["routes"][0], **{key: 2})]
+    assert errors_of(doc) == [f"routes[0].{shown}: unknown key", f"{shown}: unknown key"]
+
+
+def test_odd_keys_from_yaml_text():
+    errors = errors_of(b'listeners: [{bind: "127.0.0.1:1"}]\n"a\\nb": 1\n" ": 2\n')
+    assert '"a\\nb": unknown key' in errors and '" ": unknown key' in errors
