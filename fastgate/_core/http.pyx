@@ -597,8 +597,12 @@ cdef class _HttpParser:
             elif content + 2 > self._max_header_bytes:
                 self._fail(431, "status line too long")
         elif st == S_HEADER or st == S_TRAILER:
-            # The count first: it does not depend on how much of the line is here, the size
-            # does, and the message must not depend on where the reads were cut.
+            # The message must not depend on where the reads were cut, so the checks go in
+            # the order in which a growing line trips them: nothing more fits (not even the
+            # final CRLF), then the count (trips at the first byte), then the size.
+            if self._hbytes + 2 > self._max_header_bytes:
+                self._fail(431, "header section too large" if st == S_HEADER
+                           else "trailer section too large")
             if content > 0 and self._nfields >= self._max_headers:
                 self._fail(431, "too many header fields" if st == S_HEADER
                            else "too many trailer fields")
@@ -615,7 +619,10 @@ cdef class _HttpParser:
         cdef int st = self._state
         cdef Py_ssize_t a, b, c
         if st == S_HEADER:
-            if n > 0 and self._nfields >= self._max_headers:   # as in _partial: count first
+            # the order of _partial's checks
+            if self._hbytes + 2 > self._max_header_bytes:
+                self._fail(431, "header section too large")
+            if n > 0 and self._nfields >= self._max_headers:
                 self._fail(431, "too many header fields")
             self._hbytes += n + 2
             self._head_bytes += n + 2
@@ -630,6 +637,8 @@ cdef class _HttpParser:
                 self._fail(400, "chunk size line too long")
             return self._chunk_size_line(s, n)
         if st == S_TRAILER:
+            if self._hbytes + 2 > self._max_header_bytes:
+                self._fail(431, "trailer section too large")
             if n > 0 and self._nfields >= self._max_headers:
                 self._fail(431, "too many trailer fields")
             self._hbytes += n + 2

@@ -46,3 +46,14 @@ def test_response_field_count_and_size_fail_the_same_whatever_the_cuts():
     got = {_response_error(data, size, max_headers=1, max_header_bytes=40)
            for size in (len(data), 1, 5)}
     assert got == {(502, "too many header fields")}
+
+
+@pytest.mark.parametrize("line", [b"\rX: 1\r\n", b"\rPOST \n", b"X: 1\r\n"])
+def test_full_header_section_then_one_field_too_many_fails_the_same_whatever_the_cuts(line):
+    """Fields filling max_header_bytes exactly, at max_headers, then one more line: a lone CR
+    (all of the line a small read may hold) already cannot fit, so the size error is the one
+    every cut must give."""
+    data = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 9 + b"\r\n" + line
+    got = {_request_error(data, size, max_headers=2, max_header_bytes=27)
+           for size in (len(data), 1, 2, 3)}
+    assert got == {(431, "header section too large")}
