@@ -75,7 +75,7 @@ def _parse(data, env, *, source, fmt, base_dir) -> S.Config:
         if not isinstance(tree, dict):
             raise ConfigError([f"{source}: the top level must be a mapping, got {tname(tree)}"])
         subst_problems: list = []
-        resolved = substitute(tree, env, subst_problems)
+        resolved = substitute(tree, env, subst_problems, source)
         raw = deep_copy_plain(tree)
     except SourceProblem as exc:
         raise ConfigError(exc.errors) from None

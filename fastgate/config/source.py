@@ -210,7 +210,8 @@ _REF = re.compile(
 )
 
 
-def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str]]) -> Any:
+def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str]],
+               source: str = "<config>") -> Any:
     """Copy of ``tree`` with ${VAR} references in string values replaced from ``env``.
 
     Also the place where pathological documents are cut off: the copy expands YAML aliases,
@@ -257,11 +258,11 @@ def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str
     def walk(node: Any, path: Path, depth: int) -> Any:
         budget[0] -= 1
         if budget[0] < 0:
-            raise SourceProblem([f"config too large (more than {MAX_NODES} values after "
-                                 f"expanding aliases)"])
+            raise SourceProblem([f"{source}: config too large (more than {MAX_NODES} values "
+                                 f"after expanding aliases)"])
         if depth > MAX_DEPTH:
-            raise SourceProblem([f"config nested deeper than {MAX_DEPTH} levels "
-                                 f"(at {format_path(path, '<root>')})"])
+            raise SourceProblem([f"{format_path(path, source)}: config nested deeper than "
+                                 f"{MAX_DEPTH} levels"])
         if isinstance(node, str):
             return sub_str(node, path)
         if isinstance(node, dict):

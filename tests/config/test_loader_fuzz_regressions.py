@@ -40,3 +40,15 @@ def test_odd_keys_are_quoted_in_error_paths(key, shown):
 def test_odd_keys_from_yaml_text():
     errors = errors_of(b'listeners: [{bind: "127.0.0.1:1"}]\n"a\\nb": 1\n" ": 2\n')
     assert '"a\\nb": unknown key' in errors and '" ": unknown key' in errors
+
+
+def test_size_and_depth_limits_are_key_path_lines():
+    """The alias-expansion and nesting cut-offs had no "key.path: " prefix at all."""
+    laughs = b"a: &a [1,1,1,1,1,1,1,1,1,1]\n" + b"".join(
+        b"%s: &%s [%s]\n" % (n, n, b",".join([b"*" + p] * 10))
+        for p, n in ((b"a", b"b"), (b"b", b"c"), (b"c", b"d"), (b"d", b"e"))) + \
+        b"f: [*e,*e,*e]\n"
+    [line] = errors_of(laughs)
+    assert line.startswith("<config>: config too large (more than 200000 values")
+    [line] = errors_of(b"listeners: " + b"[" * 70 + b"]" * 70)
+    assert line == "listeners" + "[0]" * 64 + ": config nested deeper than 64 levels"
