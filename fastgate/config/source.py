@@ -295,6 +295,15 @@ def _key(seg: Any) -> str:
     return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    """``message`` with control characters escaped: an error message quotes values from the
+    document, and one with a newline in it must not become two error lines."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), message)
+
+
 def format_path(path: Path, root: str) -> str:
     out = []
     for seg in path:

@@ -52,3 +52,10 @@ def test_size_and_depth_limits_are_key_path_lines():
     assert line.startswith("<config>: config too large (more than 200000 values")
     [line] = errors_of(b"listeners: " + b"[" * 70 + b"]" * 70)
     assert line == "listeners" + "[0]" * 64 + ": config nested deeper than 64 levels"
+
+
+def test_values_quoted_in_messages_cannot_split_the_line():
+    """A message that quotes a value from the document (here the bind address) carried its
+    newline into the output."""
+    doc = dict(VALID, listeners=[{"bind": "a:\nb:80"}])
+    assert errors_of(doc) == ["listeners[0].bind: IPv6 addresses need brackets, e.g. [a:\\nb]:80"]
