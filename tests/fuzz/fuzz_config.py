@@ -8,7 +8,7 @@ handed over as a dict or dumped as YAML or JSON text.
 Invariants: parse_config returns a Config or raises ConfigError, nothing else; a ConfigError
 carries at least one error; every error is one line of the shape "key.path: message" (a
 non-blank path without leading space, ": ", a non-blank message); the base documents are
-valid; the same document gives the same answer twice.
+valid; the same document gives the same answer twice (checked on a sample).
 """
 from __future__ import annotations
 
@@ -175,10 +175,13 @@ def TestOneInput(data: bytes) -> None:
     for _ in range(fdp.ConsumeIntInRange(1, 4)):
         mutate(doc, fdp)
     if mode in (2, 3):
-        first = load(doc)
-        again = load(copy.deepcopy(doc))
-        check((first[0] is None) == (again[0] is None) and first[1] == again[1],
-              "the same document answered differently")
+        if data[0] & 0x80:   # determinism, on a sample (it doubles the cost of an input)
+            first = load(copy.deepcopy(doc))
+            again = load(doc)
+            check((first[0] is None) == (again[0] is None) and first[1] == again[1],
+                  "the same document answered differently")
+        else:
+            load(doc)
         return
     try:
         text = (yaml.safe_dump(doc, allow_unicode=True) if mode == 4
