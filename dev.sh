@@ -3,6 +3,7 @@
 #   ./dev.sh demo [--port P]   set up, then run the gateway on its built-in demo
 #   ./dev.sh test [pytest args] set up (venv, Cython build, test deps, servers), run the whole suite
 #   ./dev.sh bench [args]      set up, then run the load harness (python -m benchmarks)
+#   ./dev.sh fuzz [SECONDS] [HARNESS...]  set up, then run every fuzz harness SECONDS each (60)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${FASTGATE_VENV:-.venv}
@@ -49,6 +50,20 @@ case "$cmd" in
   bench)
     setup test
     exec "$VENV/bin/python" -m benchmarks "$@" ;;
+  fuzz)
+    # clang builds a coverage-instrumented copy of fastgate/_core in .fuzz/native, so the
+    # fuzzer is guided by the C parsers' branches, not only by the Python around them.
+    need_apt clang clang
+    setup test
+    "$VENV/bin/python" -c "import atheris" 2>/dev/null || "$VENV/bin/pip" install -q atheris
+    seconds=60
+    if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then seconds=$1; shift; fi
+    native=--native
+    if ! command -v clang >/dev/null 2>&1; then
+      echo "dev.sh: no clang: fastgate/_core is fuzzed without coverage feedback" >&2
+      native=
+    fi
+    exec "$VENV/bin/python" -m tests.fuzz.run $native --seconds "$seconds" "$@" ;;
   *)
-    sed -n '2,5p' "$0"; exit 64 ;;
+    sed -n '2,6p' "$0"; exit 64 ;;
 esac

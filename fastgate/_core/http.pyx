@@ -597,12 +597,18 @@ cdef class _HttpParser:
             elif content + 2 > self._max_header_bytes:
                 self._fail(431, "status line too long")
         elif st == S_HEADER or st == S_TRAILER:
-            if self._hbytes + content + 2 > self._max_header_bytes:
+            # The message must not depend on where the reads were cut, so the checks go in
+            # the order in which a growing line trips them: nothing more fits (not even the
+            # final CRLF), then the count (trips at the first byte), then the size.
+            if self._hbytes + 2 > self._max_header_bytes:
                 self._fail(431, "header section too large" if st == S_HEADER
                            else "trailer section too large")
             if content > 0 and self._nfields >= self._max_headers:
                 self._fail(431, "too many header fields" if st == S_HEADER
                            else "too many trailer fields")
+            if self._hbytes + content + 2 > self._max_header_bytes:
+                self._fail(431, "header section too large" if st == S_HEADER
+                           else "trailer section too large")
         elif st == S_CHUNK_SIZE:
             if content > MAX_CHUNK_LINE:
                 self._fail(400, "chunk size line too long")
@@ -613,6 +619,11 @@ cdef class _HttpParser:
         cdef int st = self._state
         cdef Py_ssize_t a, b, c
         if st == S_HEADER:
+            # the order of _partial's checks
+            if self._hbytes + 2 > self._max_header_bytes:
+                self._fail(431, "header section too large")
+            if n > 0 and self._nfields >= self._max_headers:
+                self._fail(431, "too many header fields")
             self._hbytes += n + 2
             self._head_bytes += n + 2
             if self._hbytes > self._max_header_bytes:
@@ -620,22 +631,22 @@ cdef class _HttpParser:
             if n == 0:
                 return self._head_done()
             self._nfields += 1
-            if self._nfields > self._max_headers:
-                self._fail(431, "too many header fields")
             return self._header_line(s, n)
         if st == S_CHUNK_SIZE:
             if n > MAX_CHUNK_LINE:
                 self._fail(400, "chunk size line too long")
             return self._chunk_size_line(s, n)
         if st == S_TRAILER:
+            if self._hbytes + 2 > self._max_header_bytes:
+                self._fail(431, "trailer section too large")
+            if n > 0 and self._nfields >= self._max_headers:
+                self._fail(431, "too many trailer fields")
             self._hbytes += n + 2
             if self._hbytes > self._max_header_bytes:
                 self._fail(431, "trailer section too large")
             if n == 0:
                 return self._message_done()
             self._nfields += 1
-            if self._nfields > self._max_headers:
-                self._fail(431, "too many trailer fields")
             # Trailers are validated like header fields and then dropped: nothing downstream
             # may be steered by fields that arrive after the head was acted upon.
             return self._split_field(s, n, &a, &b, &c)

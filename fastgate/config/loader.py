@@ -22,7 +22,7 @@ from .check import Errors, Obj, c_bool, c_int, c_list, c_num, c_str, tname
 from .features import unsupported_paths
 from .sections import LoadContext, RouteScope
 from .source import (SourceProblem, decode, deep_copy_plain, document_order, format_path,
-                     substitute)
+                     one_line, substitute)
 from .values import (c_duration, c_method, c_name, c_prefix, c_rewrite, c_route_host,
                      c_route_path, host_key, path_params, path_shape)
 # Imported from here by other modules (fastgate.audit).
@@ -75,7 +75,7 @@ def _parse(data, env, *, source, fmt, base_dir) -> S.Config:
         if not isinstance(tree, dict):
             raise ConfigError([f"{source}: the top level must be a mapping, got {tname(tree)}"])
         subst_problems: list = []
-        resolved = substitute(tree, env, subst_problems)
+        resolved = substitute(tree, env, subst_problems, source)
         raw = deep_copy_plain(tree)
     except SourceProblem as exc:
         raise ConfigError(exc.errors) from None
@@ -99,7 +99,7 @@ def _render(e: Errors, tree: Any, source: str) -> list[str]:
     keyed.sort(key=lambda t: (t[0], t[1]))
     out, seen = [], set()
     for _, _, p, m in keyed:
-        line = f"{p}: {m}"
+        line = f"{p}: {one_line(m)}"
         if line not in seen:
             seen.add(line)
             out.append(line)

@@ -121,6 +121,10 @@ def _locate(tree: Any, target: Any) -> Path | None:
     return None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _load_yaml(text: str, source: str) -> tuple[Any, list[tuple[Path, str]]]:
     loader = _Loader(text)
     try:
@@ -129,11 +133,12 @@ def _load_yaml(text: str, source: str) -> tuple[Any, list[tuple[Path, str]]]:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = " ".join(x for x in (exc.context, exc.problem) if x)
-        raise SourceProblem([f"{source}: invalid YAML{where}: {what}"]) from None
+        raise SourceProblem([f"{source}: invalid YAML{where}: {_one_line(what)}"]) from None
     except yaml.YAMLError as exc:
-        raise SourceProblem([f"{source}: invalid YAML: {exc}"]) from None
+        # e.g. ReaderError ("unacceptable character ...\n  in ..."): an error is one line
+        raise SourceProblem([f"{source}: invalid YAML: {_one_line(str(exc))}"]) from None
     except (ValueError, TypeError, RecursionError) as exc:
-        raise SourceProblem([f"{source}: invalid YAML: {exc}"]) from None
+        raise SourceProblem([f"{source}: invalid YAML: {_one_line(str(exc))}"]) from None
     finally:
         loader.dispose()
     problems = []
@@ -205,7 +210,8 @@ _REF = re.compile(
 )
 
 
-def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str]]) -> Any:
+def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str]],
+               source: str = "<config>") -> Any:
     """Copy of ``tree`` with ${VAR} references in string values replaced from ``env``.
 
     Also the place where pathological documents are cut off: the copy expands YAML aliases,
@@ -252,11 +258,11 @@ def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str
     def walk(node: Any, path: Path, depth: int) -> Any:
         budget[0] -= 1
         if budget[0] < 0:
-            raise SourceProblem([f"config too large (more than {MAX_NODES} values after "
-                                 f"expanding aliases)"])
+            raise SourceProblem([f"{source}: config too large (more than {MAX_NODES} values "
+                                 f"after expanding aliases)"])
         if depth > MAX_DEPTH:
-            raise SourceProblem([f"config nested deeper than {MAX_DEPTH} levels "
-                                 f"(at {format_path(path, '<root>')})"])
+            raise SourceProblem([f"{format_path(path, source)}: config nested deeper than "
+                                 f"{MAX_DEPTH} levels"])
         if isinstance(node, str):
             return sub_str(node, path)
         if isinstance(node, dict):
@@ -277,6 +283,27 @@ def deep_copy_plain(tree: Any) -> Any:
     return tree
 
 
+_ODD_KEY = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|: |^\s|\s$|^$")
+
+
+def _key(seg: Any) -> str:
+    """A mapping key as a path element; one that could break the "key.path: message" line
+    (a newline or other control character, blank ends, ": ", empty) is shown quoted."""
+    text = str(seg)
+    if _ODD_KEY.search(text) is None:
+        return text
+    return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    """``message`` with control characters escaped: an error message quotes values from the
+    document, and one with a newline in it must not become two error lines."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), message)
+
+
 def format_path(path: Path, root: str) -> str:
     out = []
     for seg in path:
@@ -285,7 +312,7 @@ def format_path(path: Path, root: str) -> str:
         else:
             if out:
                 out.append(".")
-            out.append(str(seg))
+            out.append(_key(seg))
     return "".join(out) or root
 
 
