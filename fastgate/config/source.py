@@ -210,6 +210,10 @@ _REF = re.compile(
 )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_UNICODE = "not valid Unicode text (a lone surrogate code point)"
+
+
 def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str]],
                source: str = "<config>") -> Any:
     """Copy of ``tree`` with ${VAR} references in string values replaced from ``env``.
@@ -264,9 +268,23 @@ def substitute(tree: Any, env: Mapping[str, str], problems: list[tuple[Path, str
             raise SourceProblem([f"{format_path(path, source)}: config nested deeper than "
                                  f"{MAX_DEPTH} levels"])
         if isinstance(node, str):
-            return sub_str(node, path)
+            out = sub_str(node, path)
+            if _SURROGATE.search(out) is None:
+                return out
+            # A "\ud800" escape in the text, or an environment variable that is not UTF-8:
+            # such a string cannot be encoded, so every later .encode() would crash.
+            problems.append((path, _NOT_UNICODE))
+            clean = _SURROGATE.sub("\ufffd", out)
+            return EnvStr(clean) if isinstance(out, EnvStr) else clean
         if isinstance(node, dict):
-            return {k: walk(v, path + (k,), depth + 1) for k, v in node.items()}
+            copy = {}
+            for k, v in node.items():
+                if isinstance(k, str) and _SURROGATE.search(k) is not None:
+                    clean = _SURROGATE.sub("\ufffd", k)
+                    problems.append((path + (clean,), f"key {k!r} is {_NOT_UNICODE}"))
+                    k = clean
+                copy[k] = walk(v, path + (k,), depth + 1)
+            return copy
         if isinstance(node, list):
             return [walk(v, path + (i,), depth + 1) for i, v in enumerate(node)]
         return node
@@ -283,7 +301,7 @@ def deep_copy_plain(tree: Any) -> Any:
     return tree
 
 
-_ODD_KEY = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|: |^\s|\s$|^$")
+_ODD_KEY = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]|: |^\s|\s$|^$")
 
 
 def _key(seg: Any) -> str:
@@ -295,7 +313,7 @@ def _key(seg: Any) -> str:
     return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def one_line(message: str) -> str:

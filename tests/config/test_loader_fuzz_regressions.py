@@ -59,3 +59,21 @@ def test_values_quoted_in_messages_cannot_split_the_line():
     newline into the output."""
     doc = dict(VALID, listeners=[{"bind": "a:\nb:80"}])
     assert errors_of(doc) == ["listeners[0].bind: IPv6 addresses need brackets, e.g. [a:\\nb]:80"]
+
+
+def test_lone_surrogates_are_errors_not_crashes():
+    """A JSON "\\ud800" escape, or an environment variable that is not UTF-8 (os.environ
+    holds it surrogate-escaped), gave a str that cannot be encoded: the JWT secret's length
+    check raised UnicodeEncodeError out of the loader."""
+    import json
+    auth = {"s": {"type": "jwt", "secret": "\ud800" + "x" * 40}}
+    text = json.dumps(dict(VALID, auth=auth))
+    assert "\\ud800" in text
+    assert errors_of(text) == ["auth.s.secret: not valid Unicode text (a lone surrogate code point)"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(dict(VALID, auth={"s": {"type": "jwt", "secret": "${S}"}}),
+                     {"S": "a" * 40 + "\udcff"})
+    assert info.value.errors == [
+        "auth.s.secret: not valid Unicode text (a lone surrogate code point)"]
+    for line in errors_of(dict(VALID, **{"\udcff": 1})):
+        line.encode()   # printable: the key is shown escaped

@@ -13,7 +13,9 @@ Invariants:
   and query cut from the target, head_bytes the exact size of the head in the stream);
 * framing: each body is exactly the bytes the stream declares (Content-Length bytes, or the
   chunked body decoded by an independent decoder), and the next message starts right after;
-* outside a pause, no more than a line's limit is held unconsumed (no unbounded buffering).
+* outside a pause, no more than a line's limit is held unconsumed (no unbounded buffering);
+* with byte 0's top bit, take_buffered() in on_request of a CONNECT or Upgrade request (as
+  the connection does for a tunnel) returns exactly the bytes after that head.
 """
 from __future__ import annotations
 
@@ -39,15 +41,22 @@ MAX_CHUNK_LINE = 4096
 
 
 class Rec(Recorder):
-    def __init__(self, body_limit):
+    def __init__(self, body_limit, take):
         super().__init__()
         self.body_limit = body_limit
+        self.take = take
+        self.tunnel = None
         self.parser = None
 
     def on_request(self, head):
+        h = head
         self.heads.append(head)
         self.events.append(("head", snapshot(head)))
-        if self.body_limit is not None:
+        if self.take and (h.method == b"CONNECT" or h.upgrade is not None):
+            # as the connection does for a tunnel: the rest belongs to the other side
+            self.tunnel = self.parser.take_buffered()
+            self.events.append(("tunnel",))
+        elif self.body_limit is not None:
             self.parser.set_body_limit(self.body_limit)
 
     def on_body(self, data):
@@ -63,16 +72,19 @@ def snapshot(h):
             h.connection_tokens, h.head_bytes)
 
 
-def drive(pieces, limits, body_limit, kind):
-    rec = Rec(body_limit)
+def drive(pieces, limits, body_limit, kind, take):
+    rec = Rec(body_limit, take)
     p = RequestParser(rec, **limits)
     rec.parser = p
     lim = dict(DEFAULTS, **limits)
     bound = max(lim["max_request_line_bytes"], lim["max_header_bytes"], MAX_CHUNK_LINE) + 2
     err = None
     try:
-        for piece in pieces:
+        for n, piece in enumerate(pieces):
             p.feed(as_kind(piece, kind))
+            if rec.tunnel is not None:
+                rec.tunnel += b"".join(pieces[n + 1:])
+                break
             while p.paused:
                 before = p.buffered
                 p.resume()
@@ -151,6 +163,11 @@ def verify(stream, rec, err, limits, body_limit):
         check(cl <= lim["max_body_bytes"], "Content-Length over max_body_bytes accepted", cl)
         off += head_bytes
         i += 1
+        if i < len(events) and events[i][0] == "tunnel":
+            check(rec.tunnel == stream[off:], "tunnel bytes lost or changed", rec.tunnel[:40])
+            check(method == b"CONNECT" or _upgrade is not None, "tunnel without CONNECT/Upgrade")
+            check(i + 1 == len(events), "events after take_buffered()")
+            return
         body = b""
         if i < len(events) and events[i][0] == "body":
             body = events[i][1]
@@ -178,7 +195,6 @@ def verify(stream, rec, err, limits, body_limit):
         if not done:
             check(i == len(events), "events after an incomplete message")
             return
-        check(err is not None or True, "")
 
 
 def TestOneInput(data: bytes) -> None:
@@ -190,9 +206,11 @@ def TestOneInput(data: bytes) -> None:
     mode = (opt >> 2) & 3
     kind = (opt >> 4) & 3 if (opt >> 4) & 3 != 3 else 0
     body_limit = seed % 50 if opt & 0x40 else None
-    whole, werr = drive([stream], limits, body_limit, 0)
+    take = bool(opt & 0x80)
+    whole, werr = drive([stream], limits, body_limit, 0, take)
     verify(stream, whole, werr, limits, body_limit)
-    split, serr = drive(cuts(stream, mode, seed), limits, body_limit, kind)
+    split, serr = drive(cuts(stream, mode, seed), limits, body_limit, kind, take)
+    verify(stream, split, serr, limits, body_limit)
     check(split.events == whole.events, "events depend on the cuts",
           whole.events[-3:], split.events[-3:])
     check((werr is None) == (serr is None) and (werr is None or (
@@ -214,6 +232,9 @@ SEEDS = [bytes([o, 7]) + s for o, s in (
     (1, _req(b"OPTIONS * HTTP/1.1", b"Host: [::1]:8", b"Expect: 100-continue",
              b"Upgrade: websocket", b"Connection: Upgrade")),
     (3, _req(b"CONNECT h.example:443 HTTP/1.1", b"Host: h.example:443")),
+    (0x84, _req(b"CONNECT h.example:443 HTTP/1.1", b"Host: h.example:443") + b"\x16\x03\x01"),
+    (0x88, _req(b"GET /ws HTTP/1.1", b"Host: a", b"Connection: Upgrade", b"Upgrade: websocket")
+        + b"\x81\x05hello"),
     (0x44, _req(b"POST / HTTP/1.1", b"Host: a", b"Content-Length: 3, 3", body=b"abc")),
     (0x14, _req(b"GET /x HTTP/1.1", b"Host: a", b"Cookie: a=b", b"X-Long: " + b"v" * 60)),
     (0x24, _req(b"DELETE /r HTTP/1.1", b"Host: a", b"Transfer-Encoding: chunked",

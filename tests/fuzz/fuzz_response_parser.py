@@ -118,9 +118,9 @@ def verify(stream, rec, err, heads_asked, tunnel, eof, limits):
         check(cl == content_length_of(headers), "content_length disagrees with fields", cl)
         te = values(headers, b"transfer-encoding")
         last = b",".join(te).split(b",")[-1].strip(b" \t").lower() if te else b""
-        # An informational head's codings are never acted upon (nor refused): its flag only
-        # has to be possible.
-        check(chunked == (last == b"chunked") or (kind == "info" and not chunked),
+        # The codings of a 1xx head (informational, or a 101 whose rest is the tunnel's) are
+        # never acted upon, nor refused: its flag only has to be possible.
+        check(chunked == (last == b"chunked") or (status < 200 and not chunked),
               "chunked flag", te)
         check(tokens == connection_tokens(headers), "connection tokens")
         off += head_bytes
