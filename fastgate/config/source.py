@@ -187,6 +187,10 @@ def decode(data: str | bytes, source: str, fmt: str | None = None) -> tuple[Any,
             raise SourceProblem([f"{source}: not valid UTF-8 (byte {exc.start})"]) from None
     else:
         text = data[1:] if data.startswith("\ufeff") else data
+        bad = _SURROGATE.search(text)
+        if bad is not None:   # the YAML reader would raise UnicodeEncodeError on it
+            raise SourceProblem([f"{source}: not valid Unicode text (a lone surrogate code "
+                                 f"point at character {bad.start()})"])
     if fmt is None:
         # JSON documents are objects; YAML configs never start with "{" in practice, and when
         # one does (flow mapping) the JSON parser's error message would mislead, so retry YAML.

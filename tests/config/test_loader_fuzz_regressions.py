@@ -77,3 +77,10 @@ def test_lone_surrogates_are_errors_not_crashes():
         "auth.s.secret: not valid Unicode text (a lone surrogate code point)"]
     for line in errors_of(dict(VALID, **{"\udcff": 1})):
         line.encode()   # printable: the key is shown escaped
+
+
+def test_text_with_a_lone_surrogate_is_an_error_not_a_crash():
+    """parse_config(str) handed such text to the YAML reader, which raised
+    UnicodeEncodeError."""
+    assert errors_of("listeners: [\ud800]") == [
+        "<config>: not valid Unicode text (a lone surrogate code point at character 12)"]
