@@ -25,7 +25,7 @@ def findings(config) -> list[tuple[str, str]]:
         if not is_loopback_host(admin.host):
             out.append(("medium", f"admin.bind: the admin API listens on {admin.bind}, beyond "
                                   "this host, without TLS; keep it on loopback or a private network"))
-        if len(admin.token) < MIN_ADMIN_TOKEN:
+        if admin.token is not None and len(admin.token) < MIN_ADMIN_TOKEN:
             out.append(("medium", f"admin.token: shorter than {MIN_ADMIN_TOKEN} characters"))
     for name, up in config.upstreams.items():
         if not up.tls_verify and any(t.scheme == "https" for t in up.targets):

@@ -9,16 +9,17 @@ head, the body and the answer's write, and a cap on concurrent connections. What
 parser refuses is answered with its status and the connection is closed.
 
 Only ``/healthz`` and ``/readyz`` are open; everything else, including unknown paths (so
-they cannot be probed), needs ``Authorization: Bearer <admin.token>``, checked before any
-body byte is accepted.
+they cannot be probed), needs ``Authorization: Bearer <token>`` of ``admin.token`` or of one
+of ``admin.users`` (fastgate.admin.identity), checked before any body byte is accepted; a
+role without the right gets 403. Changes go through the control plane
+(fastgate.admin.control).
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 import inspect
 import logging
-import re
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -28,6 +29,9 @@ from fastgate.observe.ids import new_request_id
 from fastgate.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fastgate.observe.metrics import render
 from fastgate.server.responses import status_line
+
+from .documents import REDACTED, redact
+from .identity import READ, WRITE, Identities
 
 __all__ = ["AdminServer", "redact_config", "REDACTED"]
 
@@ -41,22 +45,10 @@ MAX_CONNECTIONS = 64
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 10.0
-REDACTED = "***"
 _OPEN_PATHS = frozenset(("/healthz", "/readyz"))
 # The parser's own body ceiling is far above MAX_BODY_BYTES: a stranger announcing a huge
 # body must get its 401, not a 413 that tells it the endpoint exists and takes bodies.
 _PARSER_BODY_CEILING = 1 << 62
-
-# Keys whose values are secrets wherever they appear in the config document.
-_SECRET_KEYS = frozenset((
-    "token", "secret", "client_secret", "api_key", "password", "passwd", "private_key",
-    "access_token", "refresh_token", "api_secret", "secret_key",
-    # header names in transforms (set_headers etc.) that carry credentials to an upstream
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
-))
-# Keys whose value is a list of secrets: every element is replaced.
-_SECRET_LIST_KEYS = frozenset(("api_keys",))
-_URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/@?#]*)@")
 
 
 class _HttpError(Exception):
@@ -70,38 +62,12 @@ class _HttpError(Exception):
 class _Request:
     """What an endpoint sees: ``headers`` is the parser's RequestHead (``get(lname)``)."""
 
-    __slots__ = ("method", "path", "query", "headers", "body")
+    __slots__ = ("method", "path", "query", "headers", "body", "actor")
 
 
 def redact_config(value):
-    """A deep copy of a config document with every secret replaced by ``***``.
-
-    Secrets: values of keys named like a credential (``_SECRET_KEYS``, case-insensitive, or
-    ending in ``_token``/``_secret``/``_password``), every element of ``api_keys``, and the
-    user-info part of any URL (``redis://user:pw@host``).
-    """
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            lk = k.lower() if isinstance(k, str) else k
-            if isinstance(lk, str) and (lk in _SECRET_LIST_KEYS) and isinstance(v, (list, tuple)):
-                out[k] = [REDACTED for _ in v]
-            elif isinstance(lk, str) and _is_secret_key(lk) and v is not None \
-                    and not isinstance(v, (dict, list, tuple, bool)):
-                out[k] = REDACTED
-            else:
-                out[k] = redact_config(v)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [redact_config(v) for v in value]
-    if isinstance(value, str) and "@" in value:
-        return _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", value, count=1)
-    return value
-
-
-def _is_secret_key(lk: str) -> bool:
-    return (lk in _SECRET_KEYS or lk in _SECRET_LIST_KEYS or lk.endswith("_token")
-            or lk.endswith("_secret") or lk.endswith("_password") or lk.endswith("_api_key"))
+    """A deep copy of a config document with every secret replaced by ``***``."""
+    return redact(value)
 
 
 def _json_error(status: int, message: str, request_id: str) -> bytes:
@@ -117,11 +83,14 @@ class AdminServer:
     is False while draining, which turns /readyz into a 503.
     """
 
-    def __init__(self, *, host, port, token, metrics_source, config_getter, ready_getter):
+    def __init__(self, *, host, port, token=None, metrics_source, config_getter, ready_getter,
+                 control=None):
         self.host = host
         self.port = port
-        # An empty token would make compare_digest(b"", b"") succeed: treat it as "nobody".
-        self._token = token.encode("utf-8") if token else None
+        self.control = control
+        if control is None:   # a bare admin (tests): the one token, no changes
+            from fastgate.config.schema import Admin
+            self._identities = Identities(Admin(bind="", host=host, port=port, token=token), {})
         self._metrics_source = metrics_source
         self._config_getter = config_getter
         self._ready_getter = ready_getter
@@ -159,8 +128,13 @@ class AdminServer:
             self._server = None
 
     # -- endpoints ----------------------------------------------------------------------------
+    @property
+    def identities(self):
+        return self.control.identities if self.control is not None else self._identities
+
     async def _dispatch(self, req: _Request):
         path, method = req.path, req.method
+        actor = req.actor
         if path in _OPEN_PATHS:
             _allow(method, ("GET", "HEAD"))
             if path == "/healthz":
@@ -182,31 +156,49 @@ class AdminServer:
             return 200, [(b"content-type", METRICS_CONTENT_TYPE.encode())], text
         if path == "/config":
             _allow(method, ("GET", "HEAD", "PUT"))
+            control = self.control
             if method == "PUT":
-                raise _HttpError(501, "PUT /config is not implemented yet")
+                _need(actor, WRITE)
+                if control is None:
+                    raise _HttpError(501, "PUT /config is not implemented without the control plane")
+                from .control import ApplyError
+                try:
+                    version = await control.put(req.body, actor, req.headers.get(b"if-match"))
+                except ApplyError as err:
+                    return _json(err.status, {"errors": err.errors}, err.headers)
+                return _json(200, {"version": version}, [(b"etag", control.etag())])
+            if control is not None:
+                return _json(200, await control.shown(), [(b"etag", control.etag())])
             cfg = self._config_getter()
             raw = cfg if isinstance(cfg, dict) else getattr(cfg, "raw", None)
-            if raw is None:
-                raw = {}
-            return _json(200, redact_config(raw))
-        if path in ("/audit", "/catalog", "/usage"):
+            return _json(200, redact_config(raw or {}))
+        if path == "/audit":
+            _allow(method, ("GET", "HEAD"))
+            if self.control is None:
+                raise _HttpError(501, "GET /audit is not implemented without the control plane")
+            since, limit = _audit_query(req.query)
+            entries = await self.control.audit(since, limit)
+            return _json(200, {"entries": [dict(e) for e in entries]})
+        if path in ("/catalog", "/usage"):
             _allow(method, ("GET", "HEAD"))
             raise _HttpError(501, f"GET {path} is not implemented yet")
         raise _HttpError(404, "no such admin endpoint")
 
     def _authorize(self, req: _Request) -> None:
         value = req.headers.get(b"authorization")
-        ok = False
-        if value is not None and self._token is not None:
+        actor = None
+        if value is not None:
             scheme, _, cred = value.partition(b" ")
-            if scheme.lower() == b"bearer":
-                ok = hmac.compare_digest(cred.strip(b" \t"), self._token)
-        if not ok:
+            cred = cred.strip(b" \t")
+            if scheme.lower() == b"bearer" and cred:
+                actor = self.identities.authenticate(cred)
+        if actor is None:
             hdr = b'Bearer realm="fastgate-admin"'
             if value is not None:
                 hdr += b', error="invalid_token"'
             raise _HttpError(401, "admin token required" if value is None
                              else "invalid admin token", [(b"www-authenticate", hdr)])
+        req.actor = actor
 
 
 # connection phases, each with its own deadline
@@ -306,6 +298,7 @@ class _AdminConnection(asyncio.Protocol):
         req.query = head.query.decode("ascii")
         req.headers = head
         req.body = b""
+        req.actor = None
         self.req = req
         if req.path not in _OPEN_PATHS:
             self.server._authorize(req)     # before any body byte: strangers get no buffer
@@ -391,5 +384,31 @@ def _allow(method: str, allowed: tuple) -> None:
                          [(b"allow", ", ".join(allowed).encode())])
 
 
-def _json(status: int, doc) -> tuple:
-    return status, [(b"content-type", b"application/json")], orjson.dumps(doc)
+def _json(status: int, doc, headers=()) -> tuple:
+    return status, [(b"content-type", b"application/json"), *headers], orjson.dumps(doc)
+
+
+def _need(actor, right: str) -> None:
+    if not actor.may(right):
+        raise _HttpError(403, f"{actor.name} ({actor.role}) may not do this")
+
+
+MAX_AUDIT_LIMIT = 1000
+
+
+def _audit_query(query: str) -> tuple[int, int]:
+    try:
+        q = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise _HttpError(400, "malformed query string") from None
+    out = []
+    for name, default, lo, hi in (("since", 0, 0, 1 << 62), ("limit", 100, 1, MAX_AUDIT_LIMIT)):
+        values = q.get(name)
+        if not values:
+            out.append(default)
+            continue
+        v = values[-1]
+        if len(values) > 1 or not v.isdigit() or not lo <= int(v) <= hi:
+            raise _HttpError(400, f"{name} must be one integer from {lo} to {hi}")
+        out.append(int(v))
+    return out[0], out[1]

@@ -110,7 +110,7 @@ def _render(e: Errors, tree: Any, source: str) -> list[str]:
 # --- the walk -------------------------------------------------------------------------------
 
 CORE_TOP_KEYS = ("listeners", "admin", "drain_timeout_s", "limits", "redis", "upstreams",
-                 "routes", "logging", "ai")
+                 "routes", "logging", "ai", "teams")
 CORE_ROUTE_KEYS = ("name", "hosts", "methods", "paths", "upstream", "respond", "ai",
                    "strip_prefix", "rewrite", "preserve_host", "max_body_bytes", "timeout_s",
                    "owner", "docs")
@@ -138,6 +138,7 @@ def build(ctx: LoadContext, d: dict, raw: dict) -> S.Config:
     admin = o.get("admin", partial(node.parse_admin, ctx), None)
     ctx.limits = limits = o.get("limits", partial(node.parse_limits, ctx), S.Limits())
     ctx.redis = redis = o.get("redis", partial(node.parse_redis, ctx), None)
+    teams = o.get("teams", partial(node.parse_teams, ctx), {}) or {}
     ctx.has_redis = o.has("redis")
     ctx.upstreams = upstreams = o.get("upstreams", partial(targets.parse_upstreams, ctx), {})
     for key, sec in sections.top_keys().items():
@@ -155,6 +156,7 @@ def build(ctx: LoadContext, d: dict, raw: dict) -> S.Config:
         routes=routes or [],
         logging=logging,
         ai=ai,
+        teams=teams,
         raw=raw,
         source=ctx.source,
         sections=ctx.sections,
@@ -256,6 +258,13 @@ def cross_checks(ctx: LoadContext, cfg: S.Config) -> None:
                       f"{cfg.admin.bind} clashes with listeners[{j}].bind: "
                       "the admin API never shares a port with traffic")
                 break
+    users = {u.name for u in cfg.admin.users} if cfg.admin is not None else set()
+    for team in cfg.teams.values():
+        for j, member in enumerate(team.members):
+            if member not in users:
+                e.add(("teams", team.name, "members", j),
+                      f"unknown admin user {member!r} (admin.users: "
+                      f"{', '.join(sorted(users)) or 'none defined'})")
     names: dict[str, int] = {}
     for k, r in enumerate(cfg.routes):
         i = ri[k]

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from . import schema as S
 from .check import (Obj, c_bool, c_header_name, c_hostport, c_int, c_list, c_num, c_str,
                     tname, valid_host)
-from .values import c_duration, c_route_host
+from .values import c_duration, c_name, c_route_host
 
 
 # --- listeners ------------------------------------------------------------------------------
@@ -69,13 +69,61 @@ def parse_certificate(ctx, e, path, v):
 
 # --- admin ----------------------------------------------------------------------------------
 
+ADMIN_ROLES = ("viewer", "operator", "admin")
+
+
 def parse_admin(ctx, e, path, v):
-    o = Obj(e, path, v, ("bind", "token"))
+    o = Obj(e, path, v, ("bind", "token", "users", "state_dir"))
     hp = o.get("bind", c_hostport)
-    token = o.get("token", c_str(max_len=4096))
+    token = o.get("token", c_str(max_len=4096), None)
+    users = o.get("users", c_list(parse_admin_user, unique=True, key=lambda u: u.name),
+                  []) or []
+    state_dir = o.get("state_dir", c_str(max_len=4096), None)
+    if o.ok and not o.has("token") and not o.has("users"):
+        e.add(o.p("token"), "required (or admin.users: name, token_hash, role)")
+    hashes: dict[str, str] = {}
+    for u in users:    # one token, one actor: the audit log must know who did it
+        if u.token_hash in hashes:
+            e.add(path + ("users",), f"{u.name!r} has the same token_hash as "
+                                     f"{hashes[u.token_hash]!r}")
+        hashes.setdefault(u.token_hash, u.name)
     if hp is None:
         return None
-    return S.Admin(bind=o.d["bind"].strip(), host=hp[0], port=hp[1], token=token)
+    if state_dir is not None and not os.path.isabs(state_dir):
+        state_dir = os.path.join(ctx.base_dir, state_dir)
+    return S.Admin(bind=o.d["bind"].strip(), host=hp[0], port=hp[1], token=token,
+                   users=users, state_dir=state_dir)
+
+
+def parse_admin_user(e, path, v):
+    from fastgate.policies.auth.config import c_api_key_hash
+    o = Obj(e, path, v, ("name", "token_hash", "role"))
+    name = o.get("name", c_name("an admin user name"))
+    token_hash = o.get("token_hash", c_api_key_hash)
+    role = o.get("role", c_str(ADMIN_ROLES))
+    if name is None or token_hash is None or role is None:
+        return None
+    return S.AdminUser(name=name, token_hash=token_hash, role=role)
+
+
+# --- teams ----------------------------------------------------------------------------------
+
+def parse_teams(ctx, e, path, v):
+    """``teams: {NAME: {members: [admin user names]}}``; members are checked against
+    admin.users by the loader's cross checks."""
+    if not isinstance(v, dict):
+        e.add(path, f"expected a mapping, got {tname(v)}")
+        return None
+    out = {}
+    conv = c_name("a team name")
+    for name, item in v.items():
+        p = path + (name,)
+        if conv(e, p, name) is None:
+            continue
+        o = Obj(e, p, item if item is not None else {}, ("members",))
+        members = o.get("members", c_list(c_name("an admin user name"), unique=True), []) or []
+        out[name] = S.Team(name=name, members=members)
+    return out
 
 
 # --- limits ---------------------------------------------------------------------------------

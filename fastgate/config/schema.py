@@ -189,11 +189,26 @@ class Listener:
 
 
 @_frozen
+class AdminUser:
+    name: str
+    token_hash: str      # "sha256:<64 lower-case hex>"
+    role: str            # viewer | operator | admin
+
+
+@_frozen
 class Admin:
     bind: str
     host: str
     port: int
-    token: str
+    token: str | None = None
+    users: list[AdminUser] = field(default_factory=list)
+    state_dir: str | None = None    # None: beside the config file
+
+
+@_frozen
+class Team:
+    name: str
+    members: list[str] = field(default_factory=list)   # admin user names
 
 
 @_frozen
@@ -356,6 +371,7 @@ class Config:
     routes: list[Route] = field(default_factory=list)
     logging: Logging = field(default_factory=Logging)
     ai: AI | None = None
+    teams: dict[str, Team] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     source: str = "<config>"
     sections: dict[str, Any] = field(default_factory=dict, kw_only=True)

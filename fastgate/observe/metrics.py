@@ -65,7 +65,8 @@ class Metrics:
     """Per-process counters. Not thread-safe: every call comes from the process's event loop."""
 
     __slots__ = ("_routes", "_auth_failures", "_rate_limited", "_waf_blocked",
-                 "_connections", "_upstream_healthy", "_ai_tokens", "_ai_cost", "_reloads")
+                 "_connections", "_upstream_healthy", "_ai_tokens", "_ai_cost", "_reloads",
+                 "config_version")
 
     def __init__(self):
         self._routes: dict[str, _RouteStats] = {}
@@ -77,6 +78,7 @@ class Metrics:
         self._ai_tokens: dict[tuple[str, str, str], int] = {}
         self._ai_cost: dict[tuple[str, str], float] = {}
         self._reloads = {RELOAD_OK: 0, RELOAD_FAILED: 0}
+        self.config_version = 0     # the control plane's version in service (0: none)
 
     # -- the hot call -----------------------------------------------------------------------
     def request_done(self, route: str, method: str, code: int, duration_s: float,
@@ -198,6 +200,7 @@ class Metrics:
             },
             "gauges": {
                 "fastgate_connections_active": [[self._connections]],
+                "fastgate_config_version": [[self.config_version]],
                 "fastgate_upstream_healthy": [[a, b, n] for (a, b), n
                                               in self._upstream_healthy.items()],
             },
@@ -232,6 +235,9 @@ _GAUGES = {
     # A target counts as healthy while any worker still sends it traffic; it reads 0 only
     # once every worker's health checks have marked it down.
     "fastgate_upstream_healthy": (("upstream", "target"), "1 if the upstream target is healthy, else 0.", "max"),
+    # every worker of an instance serves the same version once an apply is done; during one,
+    # the instance is only as new as its oldest worker
+    "fastgate_config_version": ((), "Version of the config in service (admin API; 0 without one).", "min"),
 }
 # label sets exposed (as 0) even before anything happened, so alerts and rate() see them
 _ALWAYS = {
@@ -273,6 +279,8 @@ def merge_snapshots(snaps: list[dict]) -> dict:
                     acc[key] = v
                 elif how == "max":
                     acc[key] = max(acc[key], v)
+                elif how == "min":
+                    acc[key] = min(acc[key], v)
                 else:
                     acc[key] += v
         for name, rows in snap.get("histograms", {}).items():

@@ -30,14 +30,17 @@ def format_bind(host: str, port: int) -> str:
 class Gateway:
     def __init__(self, config, config_path: str | None = None, *, shared: SharedState | None = None,
                  reuse_port: bool = False, sockets=None, worker_id: int | None = None,
-                 control=None):
+                 controlled: bool = False):
         self.config = config
         self.config_path = config_path
         self.shared = shared if shared is not None else SharedState(config)
         self.reuse_port = reuse_port
         self.inherited_sockets = sockets  # pre-bound listening sockets (workers)
         self.worker_id = worker_id
-        self.control = control            # supervisor control channel (workers)
+        # A worker whose config changes come from the admin process (over the channel),
+        # never from its own SIGHUP.
+        self.controlled = controlled
+        self.control = None               # the control plane, when this process hosts it
         self.pools = PoolRegistry()
         self.connections: set = set()
         self.per_ip: dict = {}
@@ -73,8 +76,16 @@ class Gateway:
         self.health = HealthChecker(self.metrics)
         self.health.configure(self.config, self.snapshot)
         self._stopped = self.loop.create_future()
-        await self._open_listeners(self.config)
         if self.config.admin is not None and self.worker_id is None:
+            # Settles the version in service and, with redis, takes the deployment's newer
+            # shared config -- all before the first connection is accepted.
+            from fastgate.admin.appliers import LocalApplier
+            from fastgate.admin.control import ControlPlane
+            self.control = ControlPlane(self.config, self.config_path, LocalApplier(self),
+                                        on_reload=self._reload_counted)
+            await self.control.start()
+        await self._open_listeners(self.config)
+        if self.control is not None:
             await self._start_admin(self.config)
         self._install_signals()
         self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
@@ -96,9 +107,17 @@ class Gateway:
             metrics_source=self.metrics_snapshot,
             config_getter=lambda: self.snapshot.config,
             ready_getter=lambda: not self.draining,
+            control=self.control,
         )
         await self.admin.start()
         print(f"admin listening on {format_bind(a.host, a.port)}", file=sys.stderr, flush=True)
+
+    def config_digest(self) -> str:
+        from fastgate.admin.documents import digest
+        return digest(self.config.raw)
+
+    def _reload_counted(self, ok: bool) -> None:
+        self.metrics.config_reload(ok)
 
     def metrics_snapshot(self):
         """Merged metrics of this instance (the supervisor overrides this with all workers)."""
@@ -196,7 +215,7 @@ class Gateway:
     def reload(self):
         """SIGHUP: re-read the file and apply it in the background (warming included);
         a SIGHUP during a reload runs one more reload after it."""
-        if self.config_path is None:
+        if self.config_path is None or self.controlled:
             return False
         if self._reloading is not None and not self._reloading.done():
             self._reload_again = True
@@ -207,6 +226,12 @@ class Gateway:
 
     async def _reload_loop(self):
         while True:
+            if self.control is not None:   # versioned, audited, shared
+                await self.control.reload_file()
+                if not self._reload_again:
+                    return
+                self._reload_again = False
+                continue
             # With workers, every worker reloads the same file: one of them reports errors.
             config = read_config_for_reload(self.config_path,
                                             report=self.worker_id in (None, 0))
@@ -218,18 +243,39 @@ class Gateway:
                 return
             self._reload_again = False
 
-    async def apply_config(self, config) -> bool:
+    async def apply_config(self, config, version: int | None = None) -> bool:
         """Build, warm and swap in ``config``; on any failure the running snapshot and its
         state stay exactly as they are."""
-        build = self.services.begin(config)
         try:
-            snap = compile_snapshot(config, build, self.pools, self.generation + 1)
+            prepared = await self.prepare_config(config)
         except Exception as exc:  # compile must never take the running config down
-            build.abort()
             log.error("reload rejected: %s", exc)
             self.metrics.config_reload(False)
             return False
-        await build.warm()
+        return self.commit_config(prepared, version)
+
+    async def prepare_config(self, config):
+        """The first half of an apply: compile and warm ``config`` beside the running one.
+        Returns what ``commit_config`` swaps in or ``abort_config`` drops; raises (with the
+        build already aborted) when it cannot be built."""
+        build = self.services.begin(config)
+        try:
+            snap = compile_snapshot(config, build, self.pools, self.generation + 1)
+        except BaseException:
+            build.abort()
+            raise
+        try:
+            await build.warm()
+        except BaseException:
+            build.abort()
+            raise
+        return config, snap, build
+
+    def abort_config(self, prepared) -> None:
+        prepared[2].abort()
+
+    def commit_config(self, prepared, version: int | None = None) -> bool:
+        config, snap, build = prepared
         if self.draining:
             build.abort()
             return False
@@ -246,8 +292,11 @@ class Gateway:
         self.health.configure(config, snap)
         if config.logging != self.access_log_settings:
             self._replace_access_log(config)
+        if version is not None:
+            self.metrics.config_version = version
         self.metrics.config_reload(True)
-        log.warning("config reloaded (generation %d)", self.generation)
+        log.warning("config reloaded (generation %d%s)", self.generation,
+                    f", version {version}" if version is not None else "")
         return True
 
     def _replace_access_log(self, config):
@@ -298,6 +347,8 @@ class Gateway:
         self.health.stop()
         if self.admin is not None:
             await self.admin.close()
+        if self.control is not None:
+            await self.control.close()
         for server in self.servers:
             server.close()
         self.pools.close_all()

@@ -8,10 +8,11 @@
 * Each worker binds its own SO_REUSEPORT listening socket on the reserved address: the kernel
   spreads connections across workers.
 * A worker that dies is replaced. SIGTERM/SIGINT drain all workers and exit 0 when they have
-  exited. SIGHUP validates the file once, then tells every child to reload.
-* Metrics: each worker answers its counter snapshot on a private unix socket; the admin
-  process asks all workers at scrape time and renders the sum, so one scrape shows the whole
-  instance.
+  exited. SIGHUP goes to the admin process's control plane when there is one (it applies the
+  file to all workers or none), else to every worker.
+* The admin process (with `admin` configured) starts after the workers and hosts the control
+  plane (fastgate.admin.control); it talks to the workers over private unix sockets
+  (fastgate.server.channel): metric snapshots summed at scrape time, and config applies.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import time
 
 import orjson
 
+from fastgate.server import channel
 from fastgate.server.app import Gateway, format_bind, read_config_for_reload
 from fastgate.server.services import SharedState
 
@@ -52,34 +54,6 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve_snapshots(gw: Gateway, path: str):
-    """Answer the admin process's scrape: one orjson snapshot per connection."""
-    async def handle(reader, writer):
-        try:
-            writer.write(orjson.dumps(gw.metrics.snapshot()))
-            await writer.drain()
-        finally:
-            writer.close()
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    return await asyncio.start_unix_server(handle, path)
-
-
-async def gather_snapshots(rundir: str, timeout: float = 2.0) -> list:
-    async def one(path):
-        reader, writer = await asyncio.open_unix_connection(path)
-        try:
-            return orjson.loads(await reader.read())
-        finally:
-            writer.close()
-    paths = [os.path.join(rundir, n) for n in sorted(os.listdir(rundir)) if n.endswith(".sock")]
-    results = await asyncio.gather(
-        *(asyncio.wait_for(one(p), timeout) for p in paths), return_exceptions=True)
-    return [r for r in results if isinstance(r, dict)]
-
-
 def _child_reset():
     # A fresh process image for asyncio: default signal dispositions, no inherited wakeup fd.
     signal.set_wakeup_fd(-1)
@@ -88,44 +62,93 @@ def _child_reset():
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _worker_main(config, config_path, shared, worker_id, rundir, ready_fd) -> int:
+def _worker_main(config, config_path, shared, worker_id, rundir, ready_fd,
+                 controlled) -> int:
     import uvloop
 
     async def main():
+        nonlocal config
+        version = None
+        if controlled:   # a replacement worker starts from what its siblings serve now
+            config, version = await _current_config(config, rundir)
         sockets = [_listen_socket(l.host, l.port) for l in config.listeners]
-        gw = Gateway(config, config_path, shared=shared, sockets=sockets, worker_id=worker_id)
+        gw = Gateway(config, config_path, shared=shared, sockets=sockets, worker_id=worker_id,
+                     controlled=controlled)
         await gw.start()
-        snap_server = await _serve_snapshots(gw, os.path.join(rundir, f"w{worker_id}.sock"))
+        if version is not None:
+            gw.metrics.config_version = version
+        chan = await channel.serve_worker(gw, os.path.join(rundir, f"w{worker_id}.sock"))
         try:  # tell the supervisor this worker accepts connections now
             os.write(ready_fd, b"r")
         except OSError:
             pass
         os.close(ready_fd)
         await gw.wait_stopped()
-        snap_server.close()
+        chan.close()
         await gw.close()
         return 0
 
     return uvloop.run(main())
 
 
-def _admin_main(config, config_path, rundir) -> int:
+async def _current_config(config, rundir):
+    from fastgate.admin.documents import digest
+    from fastgate.config import ConfigError, validate
+    current = await channel.fetch_current(rundir)
+    if current is None:
+        return config, None
+    if current["digest"] == digest(config.raw):
+        return config, current["version"]
+    try:
+        return validate(document=current["document"], base_dir=current["base_dir"],
+                        source=current["source"]), current["version"]
+    except ConfigError as exc:   # the admin process reconciles this worker later
+        log.error("the current config does not validate here: %s", "; ".join(exc.errors))
+        return config, None
+
+
+def _admin_main(config, config_path, rundir, ready_fd) -> int:
     import uvloop
+    from fastgate.admin.appliers import WorkersApplier
+    from fastgate.admin.control import ControlPlane
     from fastgate.admin.server import AdminServer
-    from fastgate.observe.metrics import merge_snapshots
+    from fastgate.observe.metrics import Metrics, merge_snapshots
 
     async def main():
+        nonlocal config
         loop = asyncio.get_running_loop()
-        state = {"config": config, "draining": False}
+        # A replacement admin process starts from the file, which every apply rewrites.
+        config = read_config_for_reload(config_path, report=False) or config
+        state = {"draining": False}
         stopped = loop.create_future()
+        own = Metrics()     # reload failures and the version; the workers count the rest
+        plane = ControlPlane(config, config_path, WorkersApplier(rundir),
+                             on_reload=own.config_reload)
+        await plane.start()
+
+        async def current(reader, writer):
+            try:
+                if (await channel.recv(reader) or {}).get("op") == "current":
+                    await channel.send(writer, {
+                        "version": plane.version, "digest": plane.digest,
+                        "document": plane.document, "base_dir": plane.base_dir,
+                        "source": plane.source})
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+        chan = await channel.serve(os.path.join(rundir, channel.ADMIN_SOCKET), current)
 
         async def metrics_source():
-            return merge_snapshots(await gather_snapshots(rundir))
+            own.config_version = plane.version
+            return merge_snapshots(await channel.gather_snapshots(rundir) + [own.snapshot()])
+
+        reloading = set()
 
         def reload():
-            config = read_config_for_reload(config_path, report=False)  # a worker reports
-            if config is not None:
-                state["config"] = config
+            task = loop.create_task(plane.reload_file())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
 
         def draining():
             state["draining"] = True  # /readyz answers 503 while the workers drain
@@ -135,18 +158,26 @@ def _admin_main(config, config_path, rundir) -> int:
             if not stopped.done():
                 stopped.set_result(None)
 
-        a = config.admin
+        a = plane.config.admin
         admin = AdminServer(host=a.host, port=a.port, token=a.token,
                             metrics_source=metrics_source,
-                            config_getter=lambda: state["config"],
-                            ready_getter=lambda: not state["draining"])
+                            config_getter=lambda: plane.config,
+                            ready_getter=lambda: not state["draining"],
+                            control=plane)
         await admin.start()
         loop.add_signal_handler(signal.SIGHUP, reload)
         loop.add_signal_handler(signal.SIGUSR2, draining)
         loop.add_signal_handler(signal.SIGTERM, stop)
         loop.add_signal_handler(signal.SIGINT, stop)
+        try:
+            os.write(ready_fd, b"a")
+        except OSError:
+            pass
+        os.close(ready_fd)
         await stopped
+        chan.close()
         await admin.close()
+        await plane.close()
         return 0
 
     return uvloop.run(main())
@@ -175,9 +206,11 @@ class Supervisor:
                 os.close(self.ready_r)
                 if kind == "worker":
                     code = _worker_main(self.config, self.config_path, self.shared, wid,
-                                        self.rundir, self.ready_w)
+                                        self.rundir, self.ready_w,
+                                        self.config.admin is not None)
                 else:
-                    code = _admin_main(self.config, self.config_path, self.rundir)
+                    code = _admin_main(self.config, self.config_path, self.rundir,
+                                       self.ready_w)
             except BaseException:
                 import traceback
                 traceback.print_exc()
@@ -212,10 +245,14 @@ class Supervisor:
         os.set_blocking(self.ready_w, False)
         for wid in range(self.n):
             self._fork("worker", wid)
-        if config.admin is not None:
-            self._fork("admin", -1)
-        if not self._wait_ready():
+        if not self._wait_ready(self.n):
             return self._abort_start()
+        if config.admin is not None:
+            # After the workers: it settles the version (and takes a newer one from redis)
+            # by applying to them before this instance says `listening on`.
+            self._fork("admin", -1)
+            if not self._wait_ready(1):
+                return self._abort_start()
         for l, port in resolved:
             print(f"listening on {format_bind(l.host, port)}", file=sys.stderr, flush=True)
         if config.admin is not None:
@@ -268,19 +305,19 @@ class Supervisor:
         except OSError:
             pass
 
-    def _wait_ready(self, timeout: float = 30.0) -> bool:
+    def _wait_ready(self, n: int, timeout: float = 30.0) -> bool:
         """`listening on` is printed only once every worker accepts connections."""
         import select
         got = 0
         deadline = time.monotonic() + timeout
-        while got < self.n:
+        while got < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 log.error("workers did not start within %.0f s", timeout)
                 return False
             readable, _, _ = select.select([self.ready_r], [], [], min(left, 0.1))
             if readable:
-                got += len(os.read(self.ready_r, self.n))
+                got += len(os.read(self.ready_r, n - got))
             pid, _status = os.waitpid(-1, os.WNOHANG)
             if pid:
                 kind, wid = self.children.pop(pid)
@@ -310,12 +347,15 @@ class Supervisor:
                 pass
 
     def _reload(self):
-        # The workers read, report and count it themselves; the supervisor only keeps the
-        # newest valid config for the workers it may have to start later.
+        # With an admin process, its control plane applies the file to every worker (all or
+        # none, versioned, audited); without, the workers read, report and count it
+        # themselves. The supervisor keeps the newest valid config for workers it may start
+        # later (they ask the admin process for the current one first).
         config = read_config_for_reload(self.config_path, report=False)
         if config is not None:
             self.config = config
-        self._signal_children(signal.SIGHUP)
+        self._signal_children(signal.SIGHUP, "admin" if self.config.admin is not None
+                              else "worker")
 
 
 def run_supervisor(config, config_path, workers: int) -> int:

@@ -296,6 +296,7 @@ def test_config_from_a_loaded_config_shows_its_raw_document(admin, client, admin
 
 
 def test_not_yet_implemented_endpoints_say_so(client):
+    # a bare AdminServer (no control plane) has no changes or audit to offer
     for method, path in (("PUT", "/config"), ("GET", "/audit"), ("GET", "/catalog"),
                          ("GET", "/usage")):
         err = error_body(client.request(method, path, headers=AUTH, content=b"{}"), 501)

@@ -239,7 +239,7 @@ def test_tls_and_admin(tmp_path, all_supported):
         "listeners[1].tls: needs cert_file + key_file, or a list under certificates",
         "admin.bind: 0.0.0.0:8443 clashes with listeners[0].bind: the admin API never shares a "
         "port with traffic",
-        "admin.token: required",
+        "admin.token: required (or admin.users: name, token_hash, role)",
     ]
 
 
