@@ -128,7 +128,7 @@ class ConfigFanout:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._down(exc, "; retrying")
+                self._down(exc, "(retrying)")
                 turn += 1
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S[1])
@@ -196,7 +196,7 @@ class ConfigFanout:
                 await self.client.zadd(AUDIT, {orjson.dumps(dict(entry)): entry["id"]})
             await asyncio.to_thread(self.plane.store.mark_shared, [entry["id"]])
         except Exception as exc:
-            self._down(exc, "; the audit entry is shared when it answers")
+            self._down(exc, "(the audit entry is shared when it answers)")
 
     async def _push_unshared(self) -> None:
         pending = await asyncio.to_thread(self.plane.store.unshared)
@@ -219,7 +219,7 @@ class ConfigFanout:
             async with asyncio.timeout(self.timeout_s):
                 await self._mirror()
         except Exception as exc:
-            self._down(exc, "; the audit log shows this instance's copy")
+            self._down(exc, "(the audit log shows this instance's copy)")
 
     async def report(self) -> None:
         st = dict(self.plane.status(), seen=time.time())
