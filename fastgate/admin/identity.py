@@ -105,4 +105,41 @@ def scope_violations(actor: Actor, old: dict, new: dict) -> list[str]:
                 if item is not None and not (teams_of(item) & actor.teams):
                     out.append(f"{section}[{name}]")
                     break
+            else:
+                new = n.get(name)
+                if section == "routes" and new is not None and (
+                        name not in o or o[name].get("paths") != new.get("paths")):
+                    out += _claims_others(name, new, n, actor)
     return out
+
+
+def _claims_others(name, route, routes: dict, actor) -> list[str]:
+    """A route of one team must not take requests another team's route answers today: an
+    operator may not add a path (on any host, for any method) that overlaps one of theirs."""
+    out = []
+    for other_name, other in routes.items():
+        if other_name == name or (_route_teams(other) & actor.teams):
+            continue
+        for mine in route.get("paths") or ():
+            if any(_overlap(mine, theirs) for theirs in other.get("paths") or ()):
+                out.append(f"routes[{name}].paths: {mine!r} overlaps routes[{other_name}], "
+                           "which is another team's")
+                break
+    return out
+
+
+def _overlap(a, b) -> bool:
+    """Could one request path match both route patterns ("/x", "/x/{id}", "/x/*")?"""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    sa, sb = a.split("/")[1:], b.split("/")[1:]
+    for i in range(max(len(sa), len(sb))):
+        x = sa[i] if i < len(sa) else None
+        y = sb[i] if i < len(sb) else None
+        if x == "*" or y == "*":
+            return True     # a prefix: everything below it (and the prefix itself)
+        if x is None or y is None:
+            return False
+        if x != y and not (x.startswith("{") or y.startswith("{")):
+            return False
+    return True
