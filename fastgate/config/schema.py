@@ -26,6 +26,7 @@ Config                          the whole file (top-level keys starting with "x-
   routes: list[Route]             document order (= match priority hint for the router)
   logging: Logging
   ai: AI | None
+  teams: dict[str, Team]          Team(name, members: list[str] of admin.users names)
   raw: dict                       the parsed file BEFORE ${VAR} substitution (so secrets that
                                   come from the environment never appear in it); for GET /config.
                                   Literal secrets written in the file are still there: redact
@@ -48,7 +49,9 @@ TLSConfig(cert_file: str|None, key_file: str|None, min_version: "TLSv1.2"|"TLSv1
 Certificate(cert_file: str, key_file: str, hosts: list[str])
   hosts: SNI names served with this pair ("*.example.com" allowed); [] = take names from the
   certificate itself.
-Admin(bind: str, host: str, port: int, token: str)   token non-empty
+Admin(bind: str, host: str, port: int, token: str | None, users: list[AdminUser],
+      state_dir: str | None)   a token and/or users; state_dir absolute (None: beside the file)
+AdminUser(name: str, token_hash: str "sha256:<hex>", role: viewer | operator | admin)
 Limits(max_request_line_bytes=8192, max_header_bytes=32768, max_headers=100,
        max_body_bytes=10485760, header_timeout_s=10.0, body_timeout_s=30.0,
        keepalive_timeout_s=60.0, max_connections=10000, max_connections_per_ip=0 [0=unlimited])
