@@ -28,7 +28,7 @@ import secrets
 import socket
 
 from fastgate.config import ConfigError, validate
-from fastgate.config.source import SourceProblem, decode, format_path
+from fastgate.config.source import SourceProblem, decode, format_path, substitute
 
 from . import documents as D
 from .appliers import ApplyFailed
@@ -152,6 +152,8 @@ class ControlPlane:
         """PUT /config; returns the version in service afterwards or raises ApplyError."""
         try:
             tree, problems = decode(body, "<request body>")
+            # bounded before anything walks it: alias bombs and runaway depth stop here
+            substitute(tree, {}, [], "<request body>")
         except SourceProblem as exc:
             raise ApplyError(400, exc.errors) from None
         if not isinstance(tree, dict):

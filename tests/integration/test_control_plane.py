@@ -266,3 +266,21 @@ def test_a_replaced_worker_serves_the_applied_config(gw):
     assert wait_for(ok(lambda: admin.get("/healthz").status_code == 200), timeout=15)
     assert wait_for(ok(lambda: every_worker_serves(proc, "v2")), timeout=15)
     assert admin.version() == 2
+
+
+def test_hostile_bodies_are_refused_cleanly(gw):
+    proc, admin, cfg = gw
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+    r = admin.put(bomb.encode())
+    assert r.status_code == 400
+    assert admin.put(b"\xff\xfe not utf-8").status_code == 400
+    assert admin.put(b"[" * 10000).status_code == 400
+    r = httpx.put(admin.url + "/config", headers=admin.headers, content=b"x" * (5 << 20))
+    assert r.status_code == 413
+    # a stranger gets 401 before any body is read, whatever it announces
+    r = httpx.put(admin.url + "/config", content=yaml.safe_dump(cfg))
+    assert r.status_code == 401
+    assert admin.version() == 1 and served(proc)[1] == "v1"
