@@ -106,10 +106,10 @@ def scope_violations(actor: Actor, old: dict, new: dict) -> list[str]:
                     out.append(f"{section}[{name}]")
                     break
             else:
-                new = n.get(name)
-                if section == "routes" and new is not None and (
-                        name not in o or o[name].get("paths") != new.get("paths")):
-                    out += _claims_others(name, new, n, actor)
+                changed = n.get(name)
+                if section == "routes" and changed is not None and (
+                        name not in o or o[name].get("paths") != changed.get("paths")):
+                    out += _claims_others(name, changed, n, actor)
     return out
 
 
