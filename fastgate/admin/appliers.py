@@ -46,6 +46,9 @@ class LocalApplier:
     def adopt(self, version: int, digest: str) -> None:
         self.gw.metrics.config_version = version
 
+    async def usage(self) -> list[dict]:
+        return [self.gw.metrics.drain_usage()]
+
     async def reconcile(self, plane) -> None:
         return None
 
@@ -86,6 +89,12 @@ class WorkersApplier:
 
     def adopt(self, version: int, digest: str) -> None:
         return None   # workers are told by reconcile()
+
+    async def usage(self) -> list[dict]:
+        results = await asyncio.gather(
+            *(channel.call(p, {"op": "usage"}, CALL_TIMEOUT_S)
+              for p in channel.worker_sockets(self.rundir)), return_exceptions=True)
+        return [r for r in results if isinstance(r, dict)]
 
     async def reconcile(self, plane) -> None:
         """Every worker serving another version than ``plane``'s gets the current one."""

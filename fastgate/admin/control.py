@@ -74,6 +74,7 @@ class ControlPlane:
             self.state_dir = tempfile.mkdtemp(prefix="fastgate-state-")
         self.store = None
         self.fanout = None
+        self.usage = None
         self.instance = None
         self.failure = None                 # the last version this instance could not apply
         self._lock = asyncio.Lock()
@@ -100,7 +101,11 @@ class ControlPlane:
             self.fanout = ConfigFanout(self.config.redis, self)
             await self.fanout.start()     # takes a newer shared config before we serve
         await self.applier.reconcile(self)
-        self._tasks.append(asyncio.get_running_loop().create_task(self._reconcile_loop()))
+        from .usage import UsageLedger
+        self.usage = UsageLedger(self)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._reconcile_loop()))
+        self._tasks.append(loop.create_task(self.usage.run()))
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -182,6 +187,21 @@ class ControlPlane:
             if D.digest(tree) == self.digest:
                 return self.version
             return await self._apply(config, tree, actor=actor.name, action="put")
+
+    async def change(self, actor: str, action: str, mutate):
+        """A change made by the admin API itself (subscriptions): ``mutate(document)`` edits a
+        copy of the running document (raising ApplyError to refuse) and returns the answer;
+        the result goes through the same validation and apply as a PUT."""
+        import copy
+        async with self._lock:
+            tree = copy.deepcopy(self.document)
+            answer = mutate(tree)
+            try:
+                config = validate(document=tree, base_dir=self.base_dir, source=self.source)
+            except ConfigError as exc:
+                raise ApplyError(400, exc.errors) from None
+            await self._apply(config, tree, actor=actor, action=action)
+            return answer
 
     async def reload_file(self) -> bool:
         """SIGHUP: apply the file when it changed; an invalid file keeps the running config

@@ -30,7 +30,7 @@ NODE_SECTIONS = ("listeners", "admin", "redis", "limits", "overload", "logging",
 STATUS_KEY = "x-fastgate"
 
 _SECRET_KEYS = frozenset((
-    "token", "token_hash", "secret", "client_secret", "api_key", "password", "passwd",
+    "token", "token_hash", "key_hash", "secret", "client_secret", "api_key", "password", "passwd",
     "private_key", "access_token", "refresh_token", "api_secret", "secret_key",
     # header names in transforms (set_headers etc.) that carry credentials to an upstream
     "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",

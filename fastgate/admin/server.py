@@ -179,9 +179,11 @@ class AdminServer:
             since, limit = _audit_query(req.query)
             entries = await self.control.audit(since, limit)
             return _json(200, {"entries": [dict(e) for e in entries]})
-        if path in ("/catalog", "/usage"):
-            _allow(method, ("GET", "HEAD"))
-            raise _HttpError(501, f"GET {path} is not implemented yet")
+        if path in ("/catalog", "/usage") or path.startswith("/subscriptions"):
+            from .apim import dispatch
+            answer = await dispatch(self, req)
+            if answer is not None:
+                return answer
         raise _HttpError(404, "no such admin endpoint")
 
     def _authorize(self, req: _Request) -> None:

@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS versions (
     at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS unshared (id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS usage_requests (
+    day TEXT NOT NULL, consumer TEXT NOT NULL, route TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (day, consumer, route)
+);
+CREATE TABLE IF NOT EXISTS usage_ai (
+    consumer TEXT NOT NULL, model TEXT NOT NULL, input INTEGER NOT NULL,
+    output INTEGER NOT NULL, cost REAL NOT NULL, PRIMARY KEY (consumer, model)
+);
 """
 
 
@@ -162,6 +170,35 @@ class Store:
     def mark_shared(self, ids) -> None:
         with self._lock:
             self._db.executemany("DELETE FROM unshared WHERE id = ?", [(i,) for i in ids])
+
+
+    # -- usage ------------------------------------------------------------------------------
+    def add_usage(self, requests, ai) -> None:
+        """Add counts: requests as (day, consumer, route, n), ai as (consumer, model,
+        input, output, cost)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO usage_requests VALUES (?, ?, ?, ?) ON CONFLICT (day, consumer, "
+                    "route) DO UPDATE SET n = n + excluded.n", requests)
+                db.executemany(
+                    "INSERT INTO usage_ai VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, model) "
+                    "DO UPDATE SET input = input + excluded.input, output = output + "
+                    "excluded.output, cost = cost + excluded.cost", ai)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def usage(self):
+        with self._lock:
+            req = self._db.execute("SELECT day, consumer, route, n FROM usage_requests "
+                                   "ORDER BY day, consumer, route").fetchall()
+            ai = self._db.execute("SELECT consumer, model, input, output, cost FROM usage_ai "
+                                  "ORDER BY consumer, model").fetchall()
+        return req, ai
 
 
 def _entry(row) -> AuditEntry:

@@ -23,7 +23,7 @@ from .features import unsupported_paths
 from .sections import LoadContext, RouteScope
 from .source import (SourceProblem, decode, deep_copy_plain, document_order, format_path,
                      one_line, substitute)
-from .values import (c_duration, c_method, c_name, c_prefix, c_rewrite, c_route_host,
+from .values import (c_duration, c_url, c_method, c_name, c_prefix, c_rewrite, c_route_host,
                      c_route_path, host_key, path_params, path_shape)
 # Imported from here by other modules (fastgate.audit).
 from .values import is_loopback_host, parse_key_source, parse_url  # noqa: F401
@@ -113,7 +113,7 @@ CORE_TOP_KEYS = ("listeners", "admin", "drain_timeout_s", "limits", "redis", "up
                  "routes", "logging", "ai", "teams")
 CORE_ROUTE_KEYS = ("name", "hosts", "methods", "paths", "upstream", "respond", "ai",
                    "strip_prefix", "rewrite", "preserve_host", "max_body_bytes", "timeout_s",
-                   "owner", "docs")
+                   "owner", "description", "docs_url", "visibility")
 TARGETS = ("upstream", "respond", "ai")
 
 
@@ -162,6 +162,8 @@ def build(ctx: LoadContext, d: dict, raw: dict) -> S.Config:
         sections=ctx.sections,
     )
     cross_checks(ctx, cfg)
+    for check in sections.registered().checks:
+        check(ctx, cfg)
     return cfg
 
 
@@ -223,7 +225,9 @@ def parse_route(ctx: LoadContext, path, index, v):
         max_body_bytes=o.get("max_body_bytes", c_int(lo=0), ctx.limits.max_body_bytes),
         timeout_s=o.get("timeout_s", c_duration(), None),
         owner=o.get("owner", c_str(max_len=200), None),
-        docs=o.get("docs", c_str(max_len=2000), None),
+        description=o.get("description", c_str(max_len=2000), None),
+        docs_url=o.get("docs_url", c_url(), None),
+        visibility=o.get("visibility", c_str(("public", "internal")), "public"),
     )
     # The policies' keys, in registry order; each parser sees the route so far in ctx.route.
     scope = ctx.route = RouteScope(index=index, path=path, kind=kind, ai=route_ai,
@@ -265,6 +269,10 @@ def cross_checks(ctx: LoadContext, cfg: S.Config) -> None:
                 e.add(("teams", team.name, "members", j),
                       f"unknown admin user {member!r} (admin.users: "
                       f"{', '.join(sorted(users)) or 'none defined'})")
+    for k, r in enumerate(cfg.routes):
+        if cfg.teams and r.owner is not None and r.owner not in cfg.teams:
+            e.add(("routes", ri[k], "owner"), f"unknown team {r.owner!r} (teams: "
+                                              f"{', '.join(sorted(cfg.teams))})")
     names: dict[str, int] = {}
     for k, r in enumerate(cfg.routes):
         i = ri[k]

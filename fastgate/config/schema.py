@@ -77,7 +77,9 @@ Route(name: str [default "route-<index>"], hosts: list[str], methods: list[str],
       paths: list[str], upstream: str|None, respond: Respond|None, ai: RouteAI|None,
       strip_prefix: str|None, rewrite: str|None, preserve_host=False,
       max_body_bytes: int [default limits.max_body_bytes], timeout_s: float|None,
-      owner: str|None, docs: str|None, policies: dict[str, Any])
+      owner: str|None (a team when `teams` is set), description: str|None,
+      docs_url: str|None (http/https URL), visibility: "public"|"internal",
+      policies: dict[str, Any])
   exactly one of upstream / respond / ai. hosts lower-cased ([] = any; "*.x.org" wildcard).
   methods upper-case ([] = any). paths: "/exact", "/a/{param}", "/prefix/*" (trailing only).
   strip_prefix/rewrite/preserve_host only with upstream. rewrite may use {params} that at least
@@ -319,8 +321,10 @@ class Route:
     preserve_host: bool = False
     max_body_bytes: int = 10485760
     timeout_s: float | None = None
-    owner: str | None = None
-    docs: str | None = None
+    owner: str | None = None           # catalog: the team owning this API
+    description: str | None = None
+    docs_url: str | None = None
+    visibility: str = "public"         # public | internal (not listed in the portal)
     policies: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
 

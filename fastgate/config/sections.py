@@ -12,6 +12,9 @@ landed) may have a ``config`` submodule declaring the keys it owns::
   ``Route.policies[key]`` and read as ``route.<key>`` (``default`` when the key is absent).
 * ``TopKey(key, parse, default=None)``: a top-level section, kept in ``Config.sections[key]``
   and read as ``config.<key>``.
+* ``CHECKS = (check, ...)``: ``check(ctx, config)`` runs once the whole document is parsed
+  (cross references that look forward, e.g. a top-level section naming routes) and reports
+  with ``ctx.e.add(path, message)``.
 
 ``parse(ctx, e, path, value)`` is called only for a present, non-null value. It reports every
 problem with ``e.add(path + (...), "message")`` (the readers of check.py do that) and returns
@@ -150,12 +153,14 @@ class LoadContext:
 # --- the registry ---------------------------------------------------------------------------
 
 class _Registered:
-    __slots__ = ("route", "top", "modules")
+    __slots__ = ("route", "top", "modules", "checks")
 
-    def __init__(self, route: dict[str, RouteKey], top: dict[str, TopKey], modules: tuple):
+    def __init__(self, route: dict[str, RouteKey], top: dict[str, TopKey], modules: tuple,
+                 checks: tuple = ()):
         self.route = route
         self.top = top
         self.modules = modules
+        self.checks = checks
 
 
 _registered: _Registered | None = None
@@ -171,6 +176,7 @@ def _collect() -> _Registered:
     route: dict[str, RouteKey] = {}
     top: dict[str, TopKey] = {}
     modules = []
+    checks = []
     for name in REGISTRY + PENDING:
         try:
             module = importlib.import_module(name + ".config")
@@ -186,7 +192,8 @@ def _collect() -> _Registered:
             if sec.key in table or sec.key in taken[type(sec)]:
                 raise ValueError(f"{module.__name__}: key {sec.key!r} is already taken")
             table[sec.key] = sec
-    return _Registered(route, top, tuple(modules))
+        checks.extend(getattr(module, "CHECKS", ()))
+    return _Registered(route, top, tuple(modules), tuple(checks))
 
 
 def registered() -> _Registered:

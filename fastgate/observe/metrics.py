@@ -66,7 +66,7 @@ class Metrics:
 
     __slots__ = ("_routes", "_auth_failures", "_rate_limited", "_waf_blocked",
                  "_connections", "_upstream_healthy", "_ai_tokens", "_ai_cost", "_reloads",
-                 "config_version")
+                 "config_version", "_usage_requests", "_usage_ai")
 
     def __init__(self):
         self._routes: dict[str, _RouteStats] = {}
@@ -79,6 +79,9 @@ class Metrics:
         self._ai_cost: dict[tuple[str, str], float] = {}
         self._reloads = {RELOAD_OK: 0, RELOAD_FAILED: 0}
         self.config_version = 0     # the control plane's version in service (0: none)
+        # usage for GET /usage, handed over (and reset) by drain_usage()
+        self._usage_requests: dict[tuple[str, str, int], int] = {}   # consumer, route, day
+        self._usage_ai: dict[tuple[str, str], list] = {}           # consumer, model
 
     # -- the hot call -----------------------------------------------------------------------
     def request_done(self, route: str, method: str, code: int, duration_s: float,
@@ -149,6 +152,28 @@ class Metrics:
         k = (model, consumer)
         c = self._ai_cost
         c[k] = c.get(k, 0.0) + cost_usd
+        u = self._usage_ai.get((consumer, model))
+        if u is None:
+            u = self._usage_ai[(consumer, model)] = [0, 0, 0.0]
+        u[0] += input_tokens
+        u[1] += output_tokens
+        u[2] += cost_usd
+
+    def consumer_request(self, consumer: str, route: str, now: float) -> None:
+        """One request of a known consumer (log phase), counted per UTC day."""
+        key = (consumer, route, int(now // 86400))
+        d = self._usage_requests
+        try:
+            d[key] += 1
+        except KeyError:
+            d[key] = 1
+
+    def drain_usage(self) -> dict:
+        """The usage counted since the last call, which starts counting afresh."""
+        req, ai = self._usage_requests, self._usage_ai
+        self._usage_requests, self._usage_ai = {}, {}
+        return {"requests": [[c, r, d, n] for (c, r, d), n in req.items()],
+                "ai": [[c, m, *v] for (c, m), v in ai.items()]}
 
     def config_reload(self, ok: bool) -> None:
         self._reloads[RELOAD_OK if ok else RELOAD_FAILED] += 1

@@ -20,6 +20,7 @@ REGISTRY = (
     "fastgate.policies.cors",         # before auth: preflights carry no credentials
     "fastgate.policies.lifecycle",
     "fastgate.policies.auth",
+    "fastgate.policies.subscription",  # after auth: it checks the consumer auth named
     "fastgate.policies.rate_limit",
     "fastgate.policies.transform",
     "fastgate.policies.plugins",      # third-party policies: last, after the built-in ones

@@ -196,6 +196,8 @@ class Gateway:
             ctx.route_name, method, ctx.status, now - ctx.start, ctx.bytes_in, ctx.bytes_out,
             ctx.upstream_name, ctx.upstream_duration,
         )
+        if ctx.consumer is not None:
+            self.metrics.consumer_request(ctx.consumer, ctx.route_name, time.time())
         access_log = self.access_log
         if access_log.enabled:
             access_log.log(access_log.entry(ctx, now))

@@ -4,6 +4,7 @@ Frames are a 4-byte big-endian length and an orjson object. Each worker serves `
 
 * ``{"op": "metrics"}``  -> its counter snapshot (the admin process sums them at scrape time);
 * ``{"op": "status"}``   -> ``{"version", "digest"}`` of the config it serves;
+* ``{"op": "usage"}``    -> the usage counted since the last ask (and counting restarts);
 * ``{"op": "prepare", "document", "base_dir", "source"}`` -> ``{"ok": true}`` once
   the document is validated, compiled and warmed beside the running snapshot (or ``{"ok":
   false, "errors": [...]}``); the same connection then carries ``{"op": "commit", "version"}``
@@ -112,6 +113,8 @@ async def serve_worker(gw, path: str):
             op = msg.get("op")
             if op == "metrics":
                 await send(writer, gw.metrics.snapshot())
+            elif op == "usage":
+                await send(writer, gw.metrics.drain_usage())
             elif op == "status":
                 await send(writer, {"version": gw.metrics.config_version,
                                     "digest": gw.config_digest()})

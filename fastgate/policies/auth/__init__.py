@@ -45,6 +45,7 @@ from __future__ import annotations
 import re
 
 from fastgate.policies.base import Reject
+from fastgate.policies.subscription import approved
 
 from .api_key import ApiKeyAuthenticator
 from .client_cert import ClientCertAuthenticator
@@ -180,9 +181,9 @@ class AuthPolicy:
     name = "auth"
     __slots__ = ("route_name", "authenticators", "chain", "lookups", "scopes", "groups", "mfa",
                  "acr_values", "metrics", "rejects", "strip_request_headers", "cfg",
-                 "_missing")
+                 "_missing", "route_keys")
 
-    def __init__(self, route_cfg, authenticators, lookups, metrics):
+    def __init__(self, route_cfg, authenticators, lookups, metrics, route_keys=None):
         ra = route_cfg.auth
         self.cfg = ra
         self.route_name = route_cfg.name
@@ -192,6 +193,8 @@ class AuthPolicy:
             (a, a.kind == "jwt" and a.issuer is not None and "jwt" in kinds[i + 1:])
             for i, a in enumerate(self.authenticators))
         self.lookups = lookups
+        # keys of this route's approved subscriptions: valid here only, for their consumer
+        self.route_keys = route_keys or {}
         self.scopes = frozenset(ra.scopes)
         self.groups = frozenset(ra.groups)
         self.mfa = bool(ra.mfa)
@@ -249,6 +252,8 @@ class AuthPolicy:
 
     def grant(self, ctx, v: Verified):
         info = self.lookups[v.kind].get(v.subject)
+        if info is None and v.kind == BY_KEY:
+            info = self.route_keys.get(v.subject)
         if info is None:
             if v.kind == BY_KEY:
                 return self._deny(ctx, F_UNKNOWN_KEY)
@@ -277,4 +282,8 @@ def build(route_cfg, services):
     config = services.config
     lookups = services.memo("auth.consumers", lambda: consumer_lookups(config))
     authenticators = [authenticator(services, config.auth[n]) for n in route_cfg.auth.using]
-    return AuthPolicy(route_cfg, authenticators, lookups, getattr(services, "metrics", None))
+    by_name = lookups[2]
+    route_keys = {s.key_hash: by_name[s.consumer] for s in approved(config, route_cfg.name)
+                  if s.key_hash and s.consumer in by_name}
+    return AuthPolicy(route_cfg, authenticators, lookups, getattr(services, "metrics", None),
+                      route_keys)
