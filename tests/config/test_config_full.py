@@ -431,7 +431,7 @@ routes:
     lifecycle: {state: deprecated, sunset: "2027-06-30T02:00:00+02:00",
                 successor: "https://api.example.com/v2", deprecated_at: "2026-01-01T00:00:00Z"}
     owner: team-orders
-    docs: https://docs.example.com/orders
+    docs_url: https://docs.example.com/orders
 """)
     r = c.routes[0]
     assert r.transform.request.set_headers == {"x-a": "1"}
