@@ -42,7 +42,8 @@ case "$cmd" in
     setup ""
     exec "$VENV/bin/fastgate" demo "$@" ;;
   test)
-    need_apt redis-server redis-server redis-cli redis-tools curl curl promtool prometheus
+    need_apt redis-server redis-server redis-cli redis-tools curl curl promtool prometheus \
+      chromium chromium chromedriver chromium-driver
     setup test
     rc=0
     "$VENV/bin/python" -m pytest "$@" || rc=$?

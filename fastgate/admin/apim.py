@@ -109,8 +109,8 @@ def request(plane, actor, consumer, route_name):
         answer = None
         if auto:
             key, key_hash = new_api_key()
-            sub.update(state="approved", key_hash=key_hash, decided_by="auto",
-                       decided_at=sub["requested_at"])
+            sub.update(state="approved", key_hash=key_hash, key_hint=key[:8],
+                       decided_by="auto", decided_at=sub["requested_at"])
             answer = key
         subs.append(sub)
         return sub, answer
@@ -133,7 +133,7 @@ def decide(plane, actor, sid, verdict):
         answer = None
         if verdict == "approve":
             answer, key_hash = new_api_key()
-            sub.update(state="approved", key_hash=key_hash)
+            sub.update(state="approved", key_hash=key_hash, key_hint=answer[:8])
         else:
             sub["state"] = "rejected" if verdict == "reject" else "revoked"
         sub.update(decided_by=actor.name, decided_at=_now())

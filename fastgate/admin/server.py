@@ -46,6 +46,7 @@ HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 10.0
 _OPEN_PATHS = frozenset(("/healthz", "/readyz"))
+MAX_SIGN_IN_BYTES = 4096
 # The parser's own body ceiling is far above MAX_BODY_BYTES: a stranger announcing a huge
 # body must get its 401, not a 413 that tells it the endpoint exists and takes bodies.
 _PARSER_BODY_CEILING = 1 << 62
@@ -88,6 +89,8 @@ class AdminServer:
         self.host = host
         self.port = port
         self.control = control
+        from .portal import Portal
+        self.portal = Portal(self)
         if control is None:   # a bare admin (tests): the one token, no changes
             from fastgate.config.schema import Admin
             self._identities = Identities(Admin(bind="", host=host, port=port, token=token), {})
@@ -179,6 +182,12 @@ class AdminServer:
             since, limit = _audit_query(req.query)
             entries = await self.control.audit(since, limit)
             return _json(200, {"entries": [dict(e) for e in entries]})
+        if path == "/portal":
+            return 308, [(b"location", b"/portal/")], b""
+        if path.startswith("/portal/"):
+            if self.control is None:
+                raise _HttpError(501, "the portal is not implemented without the control plane")
+            return await self.portal.handle(req)
         if path in ("/catalog", "/usage") or path.startswith("/subscriptions"):
             from .apim import dispatch
             answer = await dispatch(self, req)
@@ -302,7 +311,13 @@ class _AdminConnection(asyncio.Protocol):
         req.body = b""
         req.actor = None
         self.req = req
-        if req.path not in _OPEN_PATHS:
+        if req.path == "/portal" or req.path.startswith("/portal/"):
+            # the portal signs in by a session cookie (fastgate.admin.portal); a stranger's
+            # body can only be the sign-in form
+            req.actor = self.server.portal.session(head)[0]
+            if req.actor is None and head.content_length > MAX_SIGN_IN_BYTES:
+                raise _HttpError(413, "sign in first")
+        elif req.path not in _OPEN_PATHS:
             self.server._authorize(req)     # before any body byte: strangers get no buffer
         if head.chunked:
             raise _HttpError(501, "Transfer-Encoding is not supported here; send Content-Length")

@@ -38,6 +38,7 @@ class Subscription:
     route: str
     state: str
     key_hash: str | None = None
+    key_hint: str | None = None     # the key's first characters, to recognise it by
     requested_by: str | None = None
     decided_by: str | None = None
     requested_at: str | None = None
@@ -90,7 +91,7 @@ def parse_subscriptions(ctx, e, path, v):
             elif key_hash in hashes:
                 e.add(o.p("key_hash"), f"already the key of subscriptions[{hashes[key_hash]}]")
             hashes.setdefault(key_hash, i)
-        extra = {k: o.get(k, free, None) for k in ("requested_by", "decided_by",
+        extra = {k: o.get(k, free, None) for k in ("key_hint", "requested_by", "decided_by",
                                                    "requested_at", "decided_at")}
         if o.ok and None not in (sid, consumer, route, state):
             out.append(Subscription(id=sid, consumer=consumer, route=route, state=state,
