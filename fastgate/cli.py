@@ -118,7 +118,7 @@ def cmd_audit(args) -> int:
 def cmd_demo(args) -> int:
     _setup_logging()
     from fastgate.demo import run_demo
-    return run_demo(args.port)
+    return run_demo(args.port, args.admin_port)
 
 
 def cmd_hash_key(args) -> int:
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
     p = sub.add_parser("demo", help="run the gateway with a built-in sample upstream and config")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--admin-port", type=int, default=None,
+                   help="admin API and portal (default: --port + 1)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("hash-key", help="read an API key on stdin, print its sha256: hash")
     p.set_defaults(func=cmd_hash_key)

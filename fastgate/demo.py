@@ -57,9 +57,34 @@ class EchoUpstream(asyncio.Protocol):
         self.parser.resume()
 
 
-def demo_config(port: int, upstream_port: int) -> dict:
+def _hash(token: str) -> str:
+    import hashlib
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def demo_tokens() -> dict:
+    """Fresh secrets for one demo run: printed once, never written anywhere."""
+    import secrets
+    return {"admin": "demo-admin-" + secrets.token_urlsafe(12),
+            "operator": "demo-ops-" + secrets.token_urlsafe(12),
+            "key": "demo-key-" + secrets.token_urlsafe(12)}
+
+
+def demo_config(port: int, upstream_port: int, tokens: dict | None = None,
+                admin_port: int | None = None) -> dict:
+    tokens = tokens or demo_tokens()
+    admin_port = admin_port if admin_port is not None else port + 1
     return {
         "listeners": [{"bind": f"127.0.0.1:{port}"}],
+        "admin": {"bind": f"127.0.0.1:{admin_port}", "token": tokens["admin"],
+                  "users": [{"name": "dana", "token_hash": _hash(tokens["operator"]),
+                             "role": "operator"}]},
+        "teams": {"shop": {"members": ["dana"]}},
+        "auth": {"keys": {"type": "api_key", "header": "X-API-Key"}},
+        "consumers": [{"name": "demo-app", "groups": ["shop"],
+                       "api_keys": [_hash(tokens["key"])]}],
+        "subscriptions": [{"id": "sub-demo", "consumer": "demo-app", "route": "payments",
+                           "state": "pending", "requested_by": "demo"}],
         "upstreams": {
             "demo": {"targets": [{"url": f"http://127.0.0.1:{upstream_port}"}], "keepalive": 16},
         },
@@ -70,6 +95,17 @@ def demo_config(port: int, upstream_port: int) -> dict:
             {"name": "orders", "paths": ["/api/orders/{id}"], "methods": ["GET"],
              "upstream": "demo", "rewrite": "/v2/orders/{id}"},
             {"name": "files", "paths": ["/files/*"], "upstream": "demo", "strip_prefix": "/files"},
+            {"name": "profile", "paths": ["/api/profile"], "upstream": "demo", "owner": "shop",
+             "description": "The signed-in customer's profile (any API key of a consumer)",
+             "auth": {"using": ["keys"]}},
+            {"name": "payments", "paths": ["/api/payments", "/api/payments/*"],
+             "upstream": "demo", "owner": "shop", "description": "Take and refund payments",
+             "docs_url": "https://example.com/docs/payments",
+             "auth": {"using": ["keys"]},
+             "subscription": {"required": True, "approval": "manual"}},
+            {"name": "limited", "paths": ["/limited"], "upstream": "demo",
+             "description": "5 requests a minute per client address",
+             "rate_limits": [{"limit": 5, "per": "minute", "by": "ip"}]},
         ],
         "logging": {"access_log": "stdout"},
     }
@@ -86,12 +122,24 @@ FastGate demo is running. Try, in another terminal:
   curl -i http://127.0.0.1:{port}/nowhere                     # 404 JSON error
   curl -i -X DELETE http://127.0.0.1:{port}/hello              # 405 with Allow
   curl -i -H 'Content-Length: 1' -H 'Transfer-Encoding: chunked' -d x http://127.0.0.1:{port}/echo   # smuggling attempt: 400
+  curl -s -H 'X-API-Key: {key}' http://127.0.0.1:{port}/api/profile   # API key: the consumer is named upstream
+  curl -i http://127.0.0.1:{port}/api/profile                 # no key: 401
+  curl -i -H 'X-API-Key: {key}' http://127.0.0.1:{port}/api/payments   # 403: its subscription is pending
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://127.0.0.1:{port}/limited; done   # 429 after 5
+
+Admin API and developer portal on http://127.0.0.1:{admin_port}:
+  portal: open http://127.0.0.1:{admin_port}/portal/ and sign in with the operator token
+          {operator}  (team shop: approve sub-demo, and the new key opens /api/payments)
+  curl -s -H 'Authorization: Bearer {admin}' http://127.0.0.1:{admin_port}/catalog
+  curl -s -H 'Authorization: Bearer {admin}' 'http://127.0.0.1:{admin_port}/subscriptions?state=pending'
+  curl -s -X POST -H 'Authorization: Bearer {operator}' http://127.0.0.1:{admin_port}/subscriptions/sub-demo/approve
+  curl -s -H 'Authorization: Bearer {admin}' http://127.0.0.1:{admin_port}/audit
 
 Access log lines (JSON) follow below. Ctrl-C to stop.
 """
 
 
-def run_demo(port: int) -> int:
+def run_demo(port: int, admin_port: int | None = None) -> int:
     import uvloop
 
     from fastgate.config import parse_config
@@ -101,10 +149,12 @@ def run_demo(port: int) -> int:
         loop = asyncio.get_running_loop()
         upstream = await loop.create_server(EchoUpstream, "127.0.0.1", 0)
         upstream_port = upstream.sockets[0].getsockname()[1]
-        config = parse_config(demo_config(port, upstream_port), source="<demo>")
+        tokens = demo_tokens()
+        aport = admin_port if admin_port is not None else port + 1
+        config = parse_config(demo_config(port, upstream_port, tokens, aport), source="<demo>")
         gw = Gateway(config, None)
         await gw.start()
-        print(CURLS.format(port=port), file=sys.stderr, flush=True)
+        print(CURLS.format(port=port, admin_port=aport, **tokens), file=sys.stderr, flush=True)
         await gw.wait_stopped()
         await gw.close()
         upstream.close()

@@ -59,8 +59,9 @@ def test_run_refuses_invalid_config(tmp_path):
 
 
 def test_demo_serves_and_its_curl_commands_work():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fastgate", "demo", "--port", str(port)],
+    port, admin_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fastgate", "demo", "--port", str(port),
+                             "--admin-port", str(admin_port)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = []
     t = threading.Thread(target=lambda: out.extend(l.decode() for l in proc.stderr), daemon=True)
@@ -82,6 +83,25 @@ def test_demo_serves_and_its_curl_commands_work():
                            capture_output=True, timeout=10) if shutil_which("curl") else None
         if r is not None:
             assert r.stdout == b"400"
+        # the API-key route, the subscription flow and the rate-limited route it prints
+        key = re.search(r"X-API-Key: (demo-key-\S+)'", text).group(1)
+        admin = re.search(r"Bearer (demo-admin-\S+)'", text).group(1)
+        operator = re.search(r"Bearer (demo-ops-\S+)'", text).group(1)
+        assert httpx.get(base + "/api/profile", headers={"X-API-Key": key}).json()[
+            "headers"]["x-consumer-name"] == "demo-app"
+        assert httpx.get(base + "/api/profile").status_code == 401
+        assert httpx.get(base + "/api/payments", headers={"X-API-Key": key}).status_code == 403
+        abase = f"http://127.0.0.1:{admin_port}"
+        pending = httpx.get(abase + "/subscriptions?state=pending",
+                            headers={"Authorization": f"Bearer {admin}"}).json()
+        assert [s["id"] for s in pending["subscriptions"]] == ["sub-demo"]
+        assert "Sign in" in httpx.get(abase + "/portal/").text
+        r = httpx.post(abase + "/subscriptions/sub-demo/approve",
+                       headers={"Authorization": f"Bearer {operator}"})
+        new_key = r.json()["api_key"]
+        assert httpx.get(base + "/api/payments", headers={"X-API-Key": new_key}).status_code == 200
+        codes = [httpx.get(base + "/limited").status_code for _ in range(6)]
+        assert codes == [200] * 5 + [429]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
