@@ -85,8 +85,8 @@ def unredact(new, current):
         by_name = named_items(cur)
         out = []
         for i, item in enumerate(new):
-            name = item.get("name") if isinstance(item, dict) else None
-            if isinstance(name, str) and name in by_name:
+            name = item_name(item)
+            if name is not None and name in by_name:
                 out.append(unredact(item, by_name[name]))
             else:
                 out.append(unredact(item, cur[i] if i < len(cur) else None))
@@ -101,13 +101,23 @@ def unredact(new, current):
     return new
 
 
+def item_name(item):
+    """What names a list item: its ``name`` (routes, consumers) or ``id`` (subscriptions)."""
+    if isinstance(item, dict):
+        for k in ("name", "id"):
+            if isinstance(item.get(k), str):
+                return item[k]
+    return None
+
+
 def named_items(items) -> dict:
-    """``{name: item}`` of a list of mappings that carry a ``name``."""
+    """``{name: item}`` of a list of mappings that carry a ``name`` (or an ``id``)."""
     out = {}
     if isinstance(items, list):
         for item in items:
-            if isinstance(item, dict) and isinstance(item.get("name"), str):
-                out.setdefault(item["name"], item)
+            name = item_name(item)
+            if name is not None:
+                out.setdefault(name, item)
     return out
 
 
