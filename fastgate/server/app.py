@@ -282,7 +282,10 @@ class Gateway:
             build.abort()
             return False
         old_listeners = [(l.host, l.port, l.tls) for l in self.config.listeners]
-        new_listeners = [(l.host, l.port, l.tls) for l in config.listeners]
+        # port 0 was resolved once at start: the same document still names the same sockets
+        ports = [p for _, p, _ in old_listeners]
+        new_listeners = [(l.host, l.port or (ports[i] if i < len(ports) else 0), l.tls)
+                         for i, l in enumerate(config.listeners)]
         if old_listeners != new_listeners:
             log.warning("reload: listener changes take effect after a restart")
         self.generation += 1

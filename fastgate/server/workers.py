@@ -100,11 +100,15 @@ async def _current_config(config, rundir):
     if current["digest"] == digest(config.raw):
         return config, current["version"]
     try:
-        return validate(document=current["document"], base_dir=current["base_dir"],
-                        source=current["source"]), current["version"]
+        fresh = validate(document=current["document"], base_dir=current["base_dir"],
+                         source=current["source"])
     except ConfigError as exc:   # the admin process reconciles this worker later
         log.error("the current config does not validate here: %s", "; ".join(exc.errors))
         return config, None
+    # The listeners are the supervisor's: it resolved port 0 once for every worker, and a
+    # listener change needs a restart anyway.
+    import dataclasses
+    return dataclasses.replace(fresh, listeners=config.listeners), current["version"]
 
 
 def _admin_main(config, config_path, rundir, ready_fd) -> int:

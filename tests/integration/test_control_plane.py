@@ -264,7 +264,7 @@ def test_a_replaced_worker_serves_the_applied_config(gw):
         os.kill(int(pid), signal.SIGKILL)
         assert wait_for(lambda: proc.stderr().count("replacing it") == n)
     assert wait_for(ok(lambda: admin.get("/healthz").status_code == 200), timeout=15)
-    assert wait_for(ok(lambda: every_worker_serves(proc, "v2")), timeout=15)
+    assert wait_for(ok(lambda: every_worker_serves(proc, "v2")), timeout=15), proc.stderr()
     assert admin.version() == 2
 
 
