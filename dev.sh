@@ -3,7 +3,8 @@
 #   ./dev.sh demo [--port P]   set up, then run the gateway on its built-in demo
 #   ./dev.sh test [pytest args] set up (venv, Cython build, test deps, servers), run the whole suite
 #   ./dev.sh bench [args]      set up, then run the load harness (python -m benchmarks)
-#   ./dev.sh fuzz [SECONDS] [HARNESS...]  set up, then run every fuzz harness SECONDS each (60)
+#   ./dev.sh fuzz [SECONDS] [HARNESS...]  set up, then run every fuzz harness SECONDS each (60),
+#                              the live socket fuzzer (tests/fuzz/live.py) too
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${FASTGATE_VENV:-.venv}
@@ -64,7 +65,17 @@ case "$cmd" in
       echo "dev.sh: no clang: fastgate/_core is fuzzed without coverage feedback" >&2
       native=
     fi
-    exec "$VENV/bin/python" -m tests.fuzz.run $native --seconds "$seconds" "$@" ;;
+    rc=0 live=0 harnesses=()
+    for h in "$@"; do if [ "$h" = live ]; then live=1; else harnesses+=("$h"); fi; done
+    [ $# -eq 0 ] && live=1
+    if [ $# -eq 0 ] || [ ${#harnesses[@]} -gt 0 ]; then
+      "$VENV/bin/python" -m tests.fuzz.run $native --seconds "$seconds" "${harnesses[@]}" || rc=$?
+    fi
+    # the live fuzzer: mutated, split, pipelined requests over sockets at the real gateway
+    if [ $live = 1 ]; then
+      "$VENV/bin/python" -m tests.fuzz.live --seconds "$seconds" || rc=$?
+    fi
+    exit $rc ;;
   *)
     sed -n '2,6p' "$0"; exit 64 ;;
 esac

@@ -42,7 +42,7 @@ D_NONE = 0
 D_HEADER = 1
 D_KEEPALIVE = 2
 D_BODY = 3
-D_LINGER = 4    # after an error answer: discard input briefly so the client reads our answer
+D_LINGER = 4    # after a closing answer: discard input briefly so the client reads our answer
 
 # Reasons the client side's reading is paused (bitmask; P_UPSTREAM_FULL and P_WAITING are
 # set by exchanges and targets, see exchange.py)
@@ -261,7 +261,11 @@ class ClientConnection(asyncio.Protocol):
         self.ex = None
         self.up_deadline = 0.0
         if not keep_alive or self.gateway.draining:
-            self._close()
+            # Half-close and discard what else arrives: closing with unread input (an
+            # HTTP/1.0 request with more pipelined behind it) would send an RST, and the
+            # client's kernel would drop the answer it has not read yet. Found by the live
+            # fuzzer (tests/fuzz/live.py).
+            self.linger_close()
             return
         self.state = S_IDLE
         limits = self.gateway.snapshot.limits

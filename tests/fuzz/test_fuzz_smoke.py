@@ -85,3 +85,10 @@ def test_short_fuzz_pass(name, tmp_path):
         f"{name}: exit {p.returncode}, artifacts {found}\n{out[-4000:]}"
     executed = re.findall(r"stat::number_of_executed_units: (\d+)", out)
     assert executed and int(executed[-1]) >= runs, out[-2000:]
+
+
+def test_live_fuzz_short_pass():
+    """The socket-level fuzzer against the real gateway: a bounded, seeded pass
+    (long runs: ./dev.sh fuzz, or python -m tests.fuzz.live --seconds N)."""
+    from tests.fuzz import live
+    assert live.main(["--connections", "1500", "--seed", "20261201"]) == 0
