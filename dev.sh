@@ -3,6 +3,7 @@
 #   ./dev.sh demo [--port P]   set up, then run the gateway on its built-in demo
 #   ./dev.sh test [pytest args] set up (venv, Cython build, test deps, servers), run the whole suite
 #   ./dev.sh bench [args]      set up, then run the load harness (python -m benchmarks)
+#   ./dev.sh soak [MINUTES]    set up, then soak the gateway (tests/soak.py) for MINUTES (10)
 #   ./dev.sh fuzz [SECONDS] [HARNESS...]  set up, then run every fuzz harness SECONDS each (60),
 #                              the live socket fuzzer (tests/fuzz/live.py) too
 set -euo pipefail
@@ -49,6 +50,12 @@ case "$cmd" in
     rc=0
     "$VENV/bin/python" -m pytest "$@" || rc=$?
     exit $rc ;;
+  soak)
+    # the gateway under steady varied traffic for MINUTES (10), watched for leaks
+    setup test
+    minutes=10
+    if [ $# -gt 0 ] && [[ $1 =~ ^[0-9.]+$ ]]; then minutes=$1; shift; fi
+    exec "$VENV/bin/python" -m tests.soak --minutes "$minutes" "$@" ;;
   bench)
     setup test
     exec "$VENV/bin/python" -m benchmarks "$@" ;;
