@@ -21,6 +21,7 @@ from fastgate.upstream.pool import PoolRegistry
 log = logging.getLogger("fastgate")
 
 SWEEP_INTERVAL_S = 0.25
+STALL_S = SWEEP_INTERVAL_S   # a sweep this late: the process did not run (SIGSTOP, a stall)
 
 
 def format_bind(host: str, port: int) -> str:
@@ -56,6 +57,8 @@ class Gateway:
         self.access_log = None
         self._reloading = None
         self._reload_again = False
+        self._sweep_due = 0.0
+        self._sweep_deferred = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self):
@@ -88,6 +91,7 @@ class Gateway:
         if self.control is not None:
             await self._start_admin(self.config)
         self._install_signals()
+        self._sweep_due = time.monotonic() + SWEEP_INTERVAL_S
         self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     def _setup_observability(self, config):
@@ -207,10 +211,19 @@ class Gateway:
 
     def _sweep(self):
         now = time.monotonic()
+        if now - self._sweep_due > STALL_S and not self._sweep_deferred:
+            # The process did not run for a while: the answers and requests that arrived
+            # meanwhile are waiting in the sockets. Read them first (timers run before I/O in
+            # a loop iteration), then count deadlines, so a stall alone times nothing out.
+            self._sweep_deferred = True
+            self.loop.call_later(0.001, self._sweep)
+            return
+        self._sweep_deferred = False
         for proto in list(self.connections):
             if proto.deadline_kind or proto.up_deadline:
                 proto.check_deadlines(now)
         if not self._stopped.done():
+            self._sweep_due = now + SWEEP_INTERVAL_S
             self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     # ------------------------------------------------------------------ reload

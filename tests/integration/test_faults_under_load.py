@@ -145,6 +145,39 @@ def test_connection_limit_reached_under_load(tmp_path, upstream):
     assert clean(summary), summary
 
 
+def test_stalled_gateway_with_a_deep_accept_queue(tmp_path, upstream):
+    """The gateway stops accepting for a second (SIGSTOP: a long GC pause, a stalled host)
+    while 600 new connections queue in its listen backlog, each with a request: once it runs
+    again every one is answered, in order, with its own answer, and the steady traffic goes on
+    without a failure."""
+    import socket
+    gw = GatewayProc(config(upstream.port), tmp_path).wait_ready()
+    traffic = Traffic(gw.port, conns=16)
+    socks = []
+    try:
+        time.sleep(0.3)
+        gw.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(600):
+                s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+                s.sendall(b"GET /ok/q%d HTTP/1.1\r\nHost: t\r\nX-Request-ID: q%d\r\n"
+                          b"Connection: close\r\n\r\n" % (i, i))
+                socks.append(s)
+            time.sleep(1.0)
+        finally:
+            gw.proc.send_signal(signal.SIGCONT)
+        from tests.helpers.util import read_until_close
+        for i, s in enumerate(socks):
+            data = read_until_close(s)
+            assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"q%d q%d" % (i, i)), data
+    finally:
+        for s in socks:
+            s.close()
+        summary = traffic.finish()
+        gw.stop()
+    assert clean(summary), summary["notes"][:3] + gw.stderr_lines[-5:]
+
+
 def test_worker_sigkill_under_load(tmp_path, upstream):
     gw = GatewayProc(config(upstream.port), tmp_path, workers=2).wait_ready()
     traffic = Traffic(gw.port, conns=32)
