@@ -122,7 +122,7 @@ class Upstream:
                     break
                 if isinstance(event, h11.Request):
                     target = event.target.decode("latin-1")
-                    rid = target.rsplit("/", 1)[-1].split("?", 1)[0]
+                    rid = target.split("?", 1)[0].rsplit("/", 1)[-1]   # the path's last segment
                     body = rid.encode("latin-1")
                 elif isinstance(event, h11.EndOfMessage):
                     # a request counts once it is complete: a body the client broke off
