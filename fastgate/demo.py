@@ -2,7 +2,8 @@
 
 Nothing to install or write: the upstream is an echo service on a free loopback port that
 answers with what it received (method, path, the headers the gateway added), so each printed
-curl command shows a gateway feature at work.
+curl command shows a gateway feature at work; the AI routes go to a built-in echo model
+(fastgate/ai/echo.py) that speaks OpenAI's format, so the OpenAI SDK works with no key.
 """
 from __future__ import annotations
 
@@ -71,9 +72,10 @@ def demo_tokens() -> dict:
 
 
 def demo_config(port: int, upstream_port: int, tokens: dict | None = None,
-                admin_port: int | None = None) -> dict:
+                admin_port: int | None = None, model_port: int | None = None) -> dict:
     tokens = tokens or demo_tokens()
     admin_port = admin_port if admin_port is not None else port + 1
+    model_port = model_port if model_port is not None else upstream_port
     return {
         "listeners": [{"bind": f"127.0.0.1:{port}"}],
         "admin": {"bind": f"127.0.0.1:{admin_port}", "token": tokens["admin"],
@@ -106,7 +108,23 @@ def demo_config(port: int, upstream_port: int, tokens: dict | None = None,
             {"name": "limited", "paths": ["/limited"], "upstream": "demo",
              "description": "5 requests a minute per client address",
              "rate_limits": [{"limit": 5, "per": "minute", "by": "ip"}]},
+            {"name": "llm", "paths": ["/v1/chat/completions", "/v1/models"],
+             "description": "OpenAI-compatible chat over the built-in echo model (no key)",
+             "ai": {"endpoint": "chat"},
+             "rate_limits": [{"limit": 100000, "per": "minute", "unit": "tokens", "by": "ip"}]},
+            {"name": "embeddings", "paths": ["/v1/embeddings"], "methods": ["POST"],
+             "ai": {"endpoint": "embeddings"}},
+            {"name": "sentiment", "paths": ["/apis/sentiment"], "methods": ["POST"],
+             "description": "A prompt API: {\"text\": ...} in, the model's answer out",
+             "ai": {"prompt": {"model": "echo", "system": "You label sentiment.",
+                               "template": "Label the sentiment of: {{text}}"}}},
         ],
+        "ai": {
+            "providers": {"echo": {"type": "openai_compatible",
+                                   "base_url": f"http://127.0.0.1:{model_port}/v1"}},
+            "models": [{"name": "echo", "provider": "echo", "model": "echo-1",
+                        "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015}}],
+        },
         "logging": {"access_log": "stdout"},
     }
 
@@ -127,6 +145,16 @@ FastGate demo is running. Try, in another terminal:
   curl -i -H 'X-API-Key: {key}' http://127.0.0.1:{port}/api/payments   # 403: its subscription is pending
   for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://127.0.0.1:{port}/limited; done   # 429 after 5
 
+AI gateway (a built-in echo model speaking OpenAI's format; no key needed):
+  curl -s http://127.0.0.1:{port}/v1/chat/completions -H 'content-type: application/json' \
+       -d '{{"model": "echo", "messages": [{{"role": "user", "content": "hello there"}}]}}'
+  curl -sN http://127.0.0.1:{port}/v1/chat/completions -H 'content-type: application/json' \
+       -d '{{"model": "echo", "stream": true, "messages": [{{"role": "user", "content": "stream me"}}]}}'
+  curl -s http://127.0.0.1:{port}/v1/models
+  curl -s -X POST http://127.0.0.1:{port}/apis/sentiment -d '{{"text": "I love it"}}'   # a prompt API
+  OpenAI SDK: OpenAI(base_url="http://127.0.0.1:{port}/v1", api_key="any")
+  curl -s -H 'Authorization: Bearer {admin}' http://127.0.0.1:{admin_port}/usage   # tokens and cost
+
 Admin API and developer portal on http://127.0.0.1:{admin_port}:
   portal: open http://127.0.0.1:{admin_port}/portal/ and sign in with the operator token
           {operator}  (team shop: approve sub-demo, and the new key opens /api/payments)
@@ -142,6 +170,7 @@ Access log lines (JSON) follow below. Ctrl-C to stop.
 def run_demo(port: int, admin_port: int | None = None) -> int:
     import uvloop
 
+    from fastgate.ai.echo import start_echo_model
     from fastgate.config import parse_config
     from fastgate.server.app import Gateway
 
@@ -149,15 +178,19 @@ def run_demo(port: int, admin_port: int | None = None) -> int:
         loop = asyncio.get_running_loop()
         upstream = await loop.create_server(EchoUpstream, "127.0.0.1", 0)
         upstream_port = upstream.sockets[0].getsockname()[1]
+        model = await start_echo_model()
+        model_port = model.sockets[0].getsockname()[1]
         tokens = demo_tokens()
         aport = admin_port if admin_port is not None else port + 1
-        config = parse_config(demo_config(port, upstream_port, tokens, aport), source="<demo>")
+        config = parse_config(demo_config(port, upstream_port, tokens, aport, model_port),
+                              source="<demo>")
         gw = Gateway(config, None)
         await gw.start()
         print(CURLS.format(port=port, admin_port=aport, **tokens), file=sys.stderr, flush=True)
         await gw.wait_stopped()
         await gw.close()
         upstream.close()
+        model.close()
         return 0
 
     return uvloop.run(main())

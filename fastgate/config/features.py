@@ -19,8 +19,6 @@ from .source import document_order, format_path
 UNSUPPORTED: set[str] = {
     "routes[].waf",
     "routes[].budget",
-    "routes[].ai",
-    "ai",
 }
 
 _SEG = re.compile(r"([^.\[\]]+)(\[\])?")

@@ -88,7 +88,7 @@ Route(name: str [default "route-<index>"], hosts: list[str], methods: list[str],
   route.ip, route.cors, route.lifecycle, route.auth, route.rate_limits, route.transform,
   route.waf, route.budget, route.plugins (see each policy's config module).
 Respond(status: int = 200, body: str = "", headers: dict[str, str])
-RouteAI(endpoint: "chat"|None, models: list[str] | None, prompt: Prompt|None)
+RouteAI(endpoint: "chat"|"embeddings"|None, models: list[str] | None, prompt: Prompt|None)
   exactly one of endpoint / prompt; models None = all configured models.
 Prompt(model: str, system: str|None, template: str, variables: list[str],
        max_tokens: int|None, temperature: float|None)

@@ -231,8 +231,22 @@ def parse_route_ai(ctx, e, path, v):
     models = o.get("models", c_list(c_str(), nonempty=True, unique=True), None)
     for i, m in enumerate(models or []):
         ctx.check_model(e, o.p("models") + (i,), m)
-    return S.RouteAI(endpoint=o.get("endpoint", c_str(("chat",)), None), models=models,
+    endpoint = o.get("endpoint", c_str(("chat", "embeddings")), None)
+    if endpoint == "embeddings" and ctx.ai is not None:
+        by_name = {m.name: m for m in ctx.ai.models}
+        for i, name in enumerate(models if models is not None else list(by_name)):
+            m = by_name.get(name)
+            p = ctx.ai.providers.get(m.provider) if m is not None else None
+            if p is not None and p.type not in EMBEDDING_PROVIDERS:
+                where = o.p("models") + (i,) if models is not None else o.p("endpoint")
+                e.add(where, f"model {name!r} is served by {p.type} provider {p.name!r}, "
+                             "which has no embeddings endpoint (openai, openai_compatible, "
+                             "gemini and mistral have)")
+    return S.RouteAI(endpoint=endpoint, models=models,
                      prompt=o.get("prompt", partial(parse_prompt, ctx), None))
+
+
+EMBEDDING_PROVIDERS = ("openai", "openai_compatible", "gemini", "mistral")
 
 
 def parse_prompt(ctx, e, path, v):

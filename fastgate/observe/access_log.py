@@ -159,7 +159,7 @@ def make_entry(ctx, *, redact_headers=frozenset(), secret_params=DEFAULT_SECRET_
         method = path = query = ""
         ua = None
     up = ctx.upstream_duration
-    return {
+    entry = {
         "time": _rfc3339_ms(wall if wall is not None else time.time()),
         "request_id": request_id,
         "client_ip": client_ip,
@@ -177,6 +177,11 @@ def make_entry(ctx, *, redact_headers=frozenset(), secret_params=DEFAULT_SECRET_
         "upstream": ctx.upstream_target,
         "user_agent": ua,
     }
+    extra = getattr(ctx, "log_fields", None)
+    if extra:
+        for k, v in extra.items():      # never overriding the core fields
+            entry.setdefault(k, v)
+    return entry
 
 
 _APPEND_NL = orjson.OPT_APPEND_NEWLINE

@@ -42,6 +42,8 @@ class RequestContext:
         "upstream_duration", # float seconds or None
         "snapshot",          # the config snapshot this request runs under
         "plugin_state",      # per-request state of plugin views (fastgate.plugin), or None
+        "log_fields",        # dict or None: fields a target or policy adds to the access log
+                             # line (the AI model and its usage, the WAF's rule and part)
     )
 
     def __init__(self):
@@ -70,3 +72,4 @@ class RequestContext:
         self.upstream_target = None
         self.upstream_duration = None
         self.plugin_state = None
+        self.log_fields = None

@@ -82,6 +82,7 @@ class Exchange(ResponseSide, RequestContext):
         self.upstream_target = None
         self.upstream_duration = None
         self.plugin_state = None
+        self.log_fields = None
         # the exchange's own state
         self.call = None                # the target's per-request object
         self.path = b""

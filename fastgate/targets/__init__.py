@@ -26,6 +26,7 @@ import importlib
 REGISTRY = (
     "fastgate.targets.upstream",
     "fastgate.targets.respond",
+    "fastgate.ai.target",
 )
 
 

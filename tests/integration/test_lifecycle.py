@@ -102,6 +102,25 @@ def test_demo_serves_and_its_curl_commands_work():
         assert httpx.get(base + "/api/payments", headers={"X-API-Key": new_key}).status_code == 200
         codes = [httpx.get(base + "/limited").status_code for _ in range(6)]
         assert codes == [200] * 5 + [429]
+        # the AI routes, on the built-in echo model: the OpenAI SDK with no provider key
+        import openai
+        ai = openai.OpenAI(base_url=base + "/v1", api_key="any", max_retries=0)
+        r = ai.chat.completions.create(model="echo", messages=[
+            {"role": "user", "content": "hello there"}])
+        assert r.choices[0].message.content == "echo: hello there"
+        chunks = list(ai.chat.completions.create(
+            model="echo", stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "stream me"}]))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+            "echo: stream me"
+        assert chunks[-1].usage.completion_tokens == 3
+        assert [m.id for m in ai.models.list()] == ["echo"]
+        assert httpx.post(base + "/apis/sentiment", json={"text": "I love it"}).json()[
+            "result"] == "echo: Label the sentiment of: I love it"
+        assert wait_for(lambda: any(u["model"] == "echo" and u["output_tokens"] >= 6 for u in
+                                    httpx.get(abase + "/usage", headers={
+                                        "Authorization": f"Bearer {admin}"}).json()["usage"]),
+                        5)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
