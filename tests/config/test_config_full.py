@@ -548,7 +548,7 @@ routes:
         "(letters, digits, _)",
         "routes[1].ai.prompt.temperature: must be <= 2",
         "routes[2].ai: needs exactly one of endpoint, prompt",
-        "routes[2].ai.endpoint: must be one of chat, got 'completions'",
+        "routes[2].ai.endpoint: must be one of chat | embeddings, got 'completions'",
         "routes[2].ai.models: only used with endpoint (a prompt names its model)",
         "routes[3].upstream: unknown upstream 'nope' (upstreams: none defined)",
         "routes[3].budget: only applies to ai routes",
