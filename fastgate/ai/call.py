@@ -195,8 +195,9 @@ class AICall:
             self.translator = None
             ex.upstream_name = entry.provider
             ex.upstream_target = entry.pp.label
-            timeout = self.target.timeout_s or entry.pp.read_timeout
-            ex.conn.up_deadline = _monotonic() + entry.pp.connect_timeout + timeout
+            # The connect is bounded by its own timeout; the read timeout starts once the
+            # request went out (provider_sent).
+            ex.conn.up_deadline = 0.0
             self.pcall = ProviderCall(entry.pp, self, request_bytes(entry.pp, preq))
             self.pcall.start()
             return
@@ -210,6 +211,10 @@ class AICall:
         self._fail(status, code, message)
 
     # ------------------------------------------------------------------ provider events
+    def provider_sent(self, pcall):
+        self.ex.conn.up_deadline = _monotonic() + (self.target.timeout_s or
+                                                   self.entry.pp.read_timeout)
+
     def provider_head(self, pcall, head):
         if pcall is not self.pcall:
             return
@@ -225,6 +230,10 @@ class AICall:
     def provider_body(self, pcall, data):
         if pcall is not self.pcall:
             return
+        ex = self.ex
+        # read_timeout_s is the longest silence between two reads (nginx's proxy_read_timeout)
+        ex.conn.up_deadline = _monotonic() + (self.target.timeout_s or
+                                              self.entry.pp.read_timeout)
         tr = self.translator
         if tr is None:
             self.buf_len += len(data)
@@ -234,9 +243,6 @@ class AICall:
                 return
             self.buf.append(data)
             return
-        ex = self.ex
-        ex.conn.up_deadline = _monotonic() + (self.target.timeout_s or
-                                              self.entry.pp.read_timeout)
         try:
             out = tr.feed(data)
         except Exception as exc:  # noqa: BLE001 - a provider sending garbage

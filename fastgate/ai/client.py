@@ -5,6 +5,7 @@ verification as configured), kept across reloads by the process state. ``Provide
 owns one ``UpstreamConnection`` while it runs, as an ``UpstreamCall`` does, and reports to
 its sink (the AI call, target.py):
 
+    sink.provider_sent(call)             the request went out (the read timeout starts)
     sink.provider_head(call, head)       the response head (status, headers)
     sink.provider_body(call, data)       body bytes as they arrive (de-chunked)
     sink.provider_read_done(call)        end of one socket read: flush what it brought
@@ -140,6 +141,7 @@ class ProviderCall:
         conn.owner = self
         conn.parser.start(False)
         conn.transport.write(self.data)
+        self.sink.provider_sent(self)
 
     # ------------------------------------------------------------------ control
     def cancel(self):

@@ -345,8 +345,9 @@ class FakeLLM:
                  models=("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-haiku-4-5",
                          "gemini-2.5-flash"),
                  gemini_bad_key_status: int = 400, anthropic_bearer: bool = True, record: bool = True,
-                 use_uvloop: bool = False):
+                 use_uvloop: bool = False, ssl=None):
         self.host = host
+        self.ssl = ssl                  # an ssl.SSLContext: serve HTTPS
         self._want_port = port
         self.port: int | None = None
         self.keys = dict(keys) if keys else {}
@@ -423,7 +424,7 @@ class FakeLLM:
     async def _listen(self):
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Conn(self), self.host, self._want_port,
-                                                reuse_address=True, backlog=2048)
+                                                reuse_address=True, backlog=2048, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def _shutdown(self):
@@ -459,12 +460,12 @@ class FakeLLM:
     # ---------------------------------------------------------------- test helpers
     def base_url(self, kind: str = "openai") -> str:
         kind = KIND_ALIASES.get(kind, kind)
-        root = "http://%s:%d" % (self.host, self.port)
+        root = self.url
         return root + "/v1" if kind == "openai" else root
 
     @property
     def url(self) -> str:
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.ssl is not None else "http", self.host, self.port)
 
     def reset(self):
         with self._lock:

@@ -387,3 +387,55 @@ def _log_lines(gw):
         if lines or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- TLS, timeouts
+
+def test_provider_over_tls_verified_and_timeouts(tmp_path):
+    """https:// providers: the certificate is verified (a self-signed one is refused unless
+    tls_verify: false); a provider that never answers gets 504 within its read timeout, or
+    the next model of the chain."""
+    import ssl
+
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(sctx)
+    with FakeLLM(ssl=sctx) as tls_llm, FakeLLM() as plain:
+        cfg = {
+            "listeners": [{"bind": "127.0.0.1:0"}], "drain_timeout_s": 1,
+            "logging": {"access_log": "off"},
+            "ai": {"providers": {
+                "strict": {"type": "openai", "base_url": tls_llm.url + "/v1", "api_key": "k"},
+                "lax": {"type": "openai", "base_url": tls_llm.url + "/v1", "api_key": "k",
+                        "tls_verify": False},
+                "hangs": {"type": "openai", "base_url": plain.url + "/v1", "api_key": "k",
+                          "read_timeout_s": 0.5},
+            }, "models": [
+                {"name": "strict", "provider": "strict", "model": "gpt-4o"},
+                {"name": "lax", "provider": "lax", "model": "gpt-4o"},
+                {"name": "hang", "provider": "hangs", "model": "gpt-hang"},
+                {"name": "hang-then-lax", "provider": "hangs", "model": "gpt-hang",
+                 "fallbacks": ["lax"]},
+            ]},
+            "routes": [{"name": "llm", "paths": ["/v1/chat/completions"],
+                        "ai": {"endpoint": "chat"}}],
+        }
+        g = GatewayProc(cfg, tmp_path)
+        try:
+            g.wait_ready()
+            c = openai.OpenAI(base_url=g.url + "/v1", api_key="x", max_retries=0, timeout=10)
+            assert c.chat.completions.create(model="lax", messages=MSGS).choices[
+                0].message.content == "echo: hello there gateway"
+            with pytest.raises(openai.APIStatusError) as ei:
+                c.chat.completions.create(model="strict", messages=MSGS)
+            assert ei.value.status_code == 502          # untrusted certificate: refused
+            t0 = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as ei:
+                c.chat.completions.create(model="hang", messages=MSGS)
+            assert ei.value.status_code == 504 and time.monotonic() - t0 < 3
+            r = c.chat.completions.create(model="hang-then-lax", messages=MSGS)
+            assert r.model == "lax"
+        finally:
+            g.stop()
