@@ -7,6 +7,9 @@ from CLOCK_MONOTONIC, which every process on the host shares). ``take()`` admits
 bucket holds at least that many tokens and then removes them; a denial removes nothing.
 ``take_all()`` does the same for up to ``FG_MAX_KEYS`` keys at once, all or nothing: either
 every bucket had enough and all are charged, or none is.
+``debit()`` / ``credit()`` move tokens whatever the bucket holds (usage known afterwards: an
+AI reservation and its settlement), a credit never above ``burst``. ``window_add()`` keeps
+fixed-window counters (AI budgets) in the same slots, see its docstring.
 
 Memory is fixed when the table is made: an anonymous mapping (MAP_SHARED by default, so
 workers forked afterwards see the same buckets) of ``nslots`` 64-byte slots, grouped into sets of
@@ -523,6 +526,73 @@ cdef class TokenBucketTable:
             now_ns = fg_now_ns()
         self._run(1, &kp, &kl, &rate_ns, &rate_per_s, &burst, &amount, &zero, now_ns, True, r)
         return r
+
+    def credit(self, bytes key not None, double rate_per_s, double burst, double amount,
+               int64_t now_ns=-1):
+        """Give ``amount`` tokens back to ``key``'s bucket (an AI reservation that proved too
+        large), never above ``burst``: a bucket credited to capacity is full, so it is not
+        stored at all."""
+        if not _finite_pos(rate_per_s) or not _finite_pos(burst) or not (0.0 <= amount < INFINITY):
+            raise ValueError("rate and burst must be finite and > 0, amount finite and >= 0")
+        cdef const char *kp = PyBytes_AS_STRING(key)
+        cdef Py_ssize_t kl = PyBytes_GET_SIZE(key)
+        cdef double rate_ns = rate_per_s / 1e9
+        cdef double give = -amount
+        cdef double zero = 0.0
+        cdef TakeResult r = TakeResult.__new__(TakeResult)
+        if now_ns < 0:
+            now_ns = fg_now_ns()
+        self._run(1, &kp, &kl, &rate_ns, &rate_per_s, &burst, &give, &zero, now_ns, True, r)
+        return r
+
+    def window_add(self, bytes key not None, double amount, int64_t expires_ns,
+                   int64_t now_ns=-1):
+        """A fixed-window counter (AI budgets): add ``amount`` (negative to take some back;
+        0 to read) to ``key``'s counter and return its new total, never below 0.
+
+        The counter lives in a slot like a bucket: its value in ``tokens``, its expiry
+        (CLOCK_MONOTONIC ns) in ``full_ns``. From ``expires_ns`` on it equals no counter (reads
+        0, its slot is free), exactly as a full bucket equals no bucket, so counters of past
+        windows cost nothing. Callers put the window in the key; counters live in the same
+        sets as buckets and may be evicted under the same rule (the one that expires soonest
+        goes first, so a counter of a long window outlives buckets that refill sooner; an
+        evicted counter restarts at 0, counted in ``stats()['evictions']``). A read of a
+        missing counter stores nothing."""
+        if not (-INFINITY < amount < INFINITY):
+            raise ValueError("amount must be finite")
+        if now_ns < 0:
+            now_ns = fg_now_ns()
+        cdef uint64_t h1, h2, setno
+        cdef fg_header *hdr = self.hdr
+        fg_siphash128(PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key),
+                      hdr.k0, hdr.k1, &h1, &h2)
+        if h2 == 0:
+            h2 = 1
+        setno = h1 & self.set_mask
+        cdef fg_slot *set0 = &self.slots[setno * FG_WAYS]
+        cdef uint32_t *lock = _lock_at(self.locks, setno & self.stripe_mask)
+        cdef fg_slot *slot
+        cdef double total = 0.0
+        fg_lock(lock)
+        slot = _find(set0, h1, h2)
+        if slot != NULL and slot.full_ns > now_ns:
+            total = slot.tokens
+        total += amount
+        if total <= 0.0 or expires_ns <= now_ns:
+            if total < 0.0:
+                total = 0.0
+            if slot != NULL:
+                slot.h2 = 0        # nothing counted (or already over): the same as no counter
+        elif amount != 0.0 or slot != NULL:
+            if slot == NULL:
+                slot = _victim(hdr, set0, now_ns, NULL, 0)
+                slot.h1 = h1
+                slot.h2 = h2
+            slot.tokens = total
+            slot.stamp_ns = now_ns
+            slot.full_ns = expires_ns
+        fg_unlock(lock)
+        return total
 
     def peek(self, bytes key not None, double rate_per_s, double burst, int64_t now_ns=-1):
         """Tokens ``key``'s bucket holds now (may be negative after debit); changes nothing."""

@@ -22,13 +22,13 @@ REGISTRY = (
     "fastgate.policies.auth",
     "fastgate.policies.subscription",  # after auth: it checks the consumer auth named
     "fastgate.policies.rate_limit",
+    "fastgate.policies.budget",       # after rate_limit: AI token limits, then AI spend
     "fastgate.policies.transform",
     "fastgate.policies.plugins",      # third-party policies: last, after the built-in ones
 )
 
 PENDING = (
     "fastgate.policies.waf",
-    "fastgate.policies.budget",
 )
 
 

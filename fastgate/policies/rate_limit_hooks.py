@@ -25,9 +25,11 @@ def table_slots(config) -> int:
     keys = 0
     consumers = len(getattr(config, "consumers", None) or ())
     for route in getattr(config, "routes", None) or ():
-        for rl in route.rate_limits:
-            if rl.scope != "local":
-                continue
+        budget = getattr(route, "budget", None)
+        local = [rl for rl in route.rate_limits if rl.scope == "local"]
+        if budget is not None and getattr(config, "redis", None) is None:
+            local.append(budget)        # its per-window counters live in the same table
+        for rl in local:
             if rl.by_kind == "route":
                 keys += 1
             elif rl.by_kind == "consumer":

@@ -1,8 +1,17 @@
 """Rate limiting: ``routes[].rate_limits``.
 
 Each limit is a token bucket per key: capacity ``burst`` (default ``limit``), refilled at
-``limit / per`` tokens per second; a request costs 1 (``unit: tokens`` limits are admitted
-while not exhausted and charged afterwards with the provider's count, see ``charge()``).
+``limit / per`` tokens per second; a request costs 1.
+
+``unit: tokens`` limits (AI routes) admit a request while the bucket holds at least one token
+(else 429 as below) and are charged by the AI target, not by ``access``:
+``ai_reserve(ctx, tokens) -> handle`` once the request is parsed (the caller's estimate:
+max_tokens plus a prompt estimate) debits every tokens-unit limit of the route for this
+request's keys; ``ai_settle(ctx, handle, actual_tokens)`` once the provider counted debits the
+difference, or credits it back when the estimate was larger (never above the burst). Buckets
+may go negative; later requests wait until they have refilled. Overshoot is bounded by the
+reservations in flight when a bucket ran dry (each admitted on >= 1 token) plus what the
+providers counted beyond the estimates. ``charge(ctx, amount)`` debits without a reservation.
 
 Keys (``by``): ``consumer`` (ctx.consumer), ``ip`` (ctx.client_ip), ``route`` (one bucket for
 the route), ``header:NAME`` (first value of that request header), ``claim:NAME`` (that claim of
@@ -38,7 +47,7 @@ from fastgate._core.buckets import MAX_KEYS, BucketPlan, TokenBucketTable
 from fastgate.policies.base import Reject
 from fastgate.policies.rate_limit_hooks import cluster_limiter, table_slots
 
-from .cluster import DENY, OK, WAIT
+from .cluster import DENY, OK, TOKEN_RECHECK_S, WAIT
 
 H_LIMIT = b"ratelimit-limit"
 H_REMAINING = b"ratelimit-remaining"
@@ -50,6 +59,7 @@ _KINDS = {"consumer": K_CONSUMER, "ip": K_IP, "route": K_ROUTE, "header": K_HEAD
           "claim": K_CLAIM}
 
 WAIT_ROUNDS = 4      # lease fetches one request may wait for, within its deadline
+MAX_AI_TOKENS = 1e12  # sanity bound on one reservation or count (a client's max_tokens)
 
 _NUMS = tuple(b"%d" % i for i in range(4096))   # header values without formatting
 
@@ -69,29 +79,20 @@ def _claim_bytes(v) -> bytes:
         return repr(v).encode("utf-8", "surrogatepass")
 
 
-class Limit:
-    """One configured limit, compiled."""
+class KeyBy:
+    """The key a request counts under for ``by`` (rate limits here, budgets in
+    fastgate.policies.budget): ``ident`` names the counter family (route, position, by), so
+    two families never share a key; the value, or the client IP in keys of their own when
+    the request lacks it."""
 
-    __slots__ = ("index", "cfg", "rate", "burst", "kind", "name", "name_b", "prefix",
-                 "fallback", "limit_b", "tokens_unit", "need", "cost_scale", "per_s")
+    __slots__ = ("kind", "name", "name_b", "prefix", "fallback")
 
-    def __init__(self, route_name: str, index: int, cfg):
-        self.index = index
-        self.cfg = cfg
-        self.per_s = float(cfg.per_s)
-        self.rate = cfg.limit / self.per_s
-        self.burst = float(cfg.burst if cfg.burst is not None else cfg.limit)
-        self.kind = _KINDS[cfg.by_kind]
-        self.name = cfg.by_name
-        self.name_b = cfg.by_name.encode("latin-1") if cfg.by_name else None
-        ident = f"{route_name}\x00{index}\x00{cfg.by}".encode("utf-8", "surrogatepass")
+    def __init__(self, ident: bytes, by_kind: str, by_name):
+        self.kind = _KINDS[by_kind]
+        self.name = by_name
+        self.name_b = by_name.encode("latin-1") if by_name else None
         self.prefix = ident + b"\x00"
         self.fallback = ident + b"\x01ip\x00"    # never equal to a prefix + value key
-        self.limit_b = _num(int(self.burst))
-        self.tokens_unit = cfg.unit == "tokens"
-        # Request limits take 1 per request; token limits need 1 left and are charged later.
-        self.need = 1.0
-        self.cost_scale = 0.0 if self.tokens_unit else 1.0
 
     def key(self, ctx) -> bytes:
         kind = self.kind
@@ -117,11 +118,48 @@ class Limit:
         return self.fallback + (ctx.client_ip or "").encode()
 
 
+class Limit(KeyBy):
+    """One configured limit, compiled."""
+
+    __slots__ = ("index", "cfg", "rate", "burst", "limit_b", "tokens_unit", "need",
+                 "cost_scale", "per_s", "recheck_s")
+
+    def __init__(self, route_name: str, index: int, cfg):
+        ident = f"{route_name}\x00{index}\x00{cfg.by}".encode("utf-8", "surrogatepass")
+        KeyBy.__init__(self, ident, cfg.by_kind, cfg.by_name)
+        self.index = index
+        self.cfg = cfg
+        self.per_s = float(cfg.per_s)
+        self.rate = cfg.limit / self.per_s
+        self.burst = float(cfg.burst if cfg.burst is not None else cfg.limit)
+        self.limit_b = _num(int(self.burst))
+        self.tokens_unit = cfg.unit == "tokens"
+        # Request limits take 1 per request; token limits need 1 left and are charged later.
+        self.need = 1.0
+        self.cost_scale = 0.0 if self.tokens_unit else 1.0
+        # A cluster lease believes "Redis is dry" this long at most (see cluster.py).
+        self.recheck_s = TOKEN_RECHECK_S if self.tokens_unit else math.inf
+
+
+class TokenReservation:
+    """What ``ai_reserve`` debited: the limits and keys, and the amount (for ``ai_settle``)."""
+
+    __slots__ = ("keys", "tokens", "settled")
+
+    def __init__(self, keys, tokens: float):
+        self.keys = keys            # ((Limit, key bytes), ...)
+        self.tokens = tokens
+        self.settled = False
+
+    def __repr__(self) -> str:
+        return f"TokenReservation({self.tokens:g} tokens on {len(self.keys)} limits)"
+
+
 class RateLimitPolicy:
     name = "rate_limit"
 
     __slots__ = ("route_name", "services", "table", "limiter", "local", "groups", "cluster",
-                 "limits", "single")
+                 "limits", "single", "token_limits")
 
     def __init__(self, route_name: str, limits: list[Limit], services):
         self.route_name = route_name
@@ -129,6 +167,7 @@ class RateLimitPolicy:
         self.limits = tuple(limits)
         self.local = tuple(l for l in limits if l.cfg.scope == "local")
         self.cluster = tuple(l for l in limits if l.cfg.scope == "cluster")
+        self.token_limits = tuple(l for l in limits if l.tokens_unit)
         self.table = None
         if self.local:
             table = services.local_buckets
@@ -181,7 +220,7 @@ class RateLimitPolicy:
             waits = None
             held = []
             for lim in self.cluster:
-                lease = limiter.lease(lim.key(ctx), lim.rate, lim.burst, now)
+                lease = limiter.lease(lim.key(ctx), lim.rate, lim.burst, now, lim.recheck_s)
                 st = lease.status(lim.need, now, may_wait, first)
                 if st == OK:
                     held.append((lim, lease))
@@ -254,22 +293,56 @@ class RateLimitPolicy:
         return Reject(429, "rate_limited", "rate limit exceeded; retry later",
                       headers=((H_RETRY_AFTER, _num(retry)),))
 
-    # ------------------------------------------------------------------ after the fact
+    # ------------------------------------------------------------------ AI accounting
+    def ai_reserve(self, ctx, tokens: int):
+        """Debit the estimate ``tokens`` from every ``unit: tokens`` limit of the route for
+        this request's keys, whatever the buckets hold (the request was admitted by
+        ``access``). Returns the handle for ``ai_settle``; None when the route has no token
+        limit. Never waits: cluster limits debit their lease and owe the rest to Redis."""
+        lims = self.token_limits
+        if not lims:
+            return None
+        amount = float(min(tokens, MAX_AI_TOKENS)) if tokens > 0 else 0.0
+        keys = tuple([(lim, lim.key(ctx)) for lim in lims])
+        if amount > 0.0:
+            self._move(keys, amount)
+        return TokenReservation(keys, amount)
+
+    def ai_settle(self, ctx, handle, actual_tokens: int) -> None:
+        """Replace the reservation by the provider's count: debit ``actual - reserved``, or
+        credit the difference back when the estimate was larger (a bucket never rises above
+        its burst). Once per handle; later calls, and a None handle, do nothing."""
+        if handle is None or handle.settled:
+            return
+        handle.settled = True
+        actual = float(min(actual_tokens, MAX_AI_TOKENS)) if actual_tokens > 0 else 0.0
+        delta = actual - handle.tokens
+        if delta != 0.0:
+            self._move(handle.keys, delta)
+
     def charge(self, ctx, amount: float) -> None:
         """Charge ``amount`` (e.g. AI tokens the provider reported) to every ``unit: tokens``
-        limit of the route, for this request's keys. Buckets may go negative; later requests
-        wait until they have refilled."""
-        if amount <= 0:
-            return
-        for lim in self.limits:
-            if not lim.tokens_unit:
-                continue
+        limit of the route, for this request's keys, without a reservation."""
+        if amount > 0 and self.token_limits:
+            self._move(tuple([(lim, lim.key(ctx)) for lim in self.token_limits]),
+                       float(min(amount, MAX_AI_TOKENS)))
+
+    def _move(self, keys, amount: float) -> None:
+        """Debit ``amount`` (> 0) or credit ``-amount`` (< 0) on each (limit, key)."""
+        for lim, key in keys:
             if lim.cfg.scope == "local":
-                self.table.debit(lim.key(ctx), lim.rate, lim.burst, float(amount))
+                if amount > 0.0:
+                    self.table.debit(key, lim.rate, lim.burst, amount)
+                else:
+                    self.table.credit(key, lim.rate, lim.burst, -amount)
             else:
-                now = self.limiter.clock()
-                self.limiter.lease(lim.key(ctx), lim.rate, lim.burst, now).debit(
-                    float(amount), now)
+                limiter = self.limiter
+                now = limiter.clock()
+                lease = limiter.lease(key, lim.rate, lim.burst, now, lim.recheck_s)
+                if amount > 0.0:
+                    lease.debit(amount, now)
+                else:
+                    lease.credit(-amount, now)
 
 
 def build(route_cfg, services):
@@ -281,4 +354,4 @@ def build(route_cfg, services):
     return RateLimitPolicy(route_cfg.name, limits, services)
 
 
-__all__ = ["Limit", "RateLimitPolicy", "build"]
+__all__ = ["KeyBy", "Limit", "RateLimitPolicy", "TokenReservation", "build"]

@@ -4,7 +4,9 @@ no Redis round trip on the request path.
 How it works: Redis holds the authoritative bucket (refilled by a Lua script from the Redis
 server's own clock, so instance clocks do not matter). Each process *leases* tokens from it in
 batches: an atomic script call refills the bucket, takes back unused tokens the process
-returns, charges usage reported after the fact (AI tokens), and grants up to ``want`` tokens.
+returns, charges usage reported after the fact (AI tokens: a reservation when the request
+starts, the difference once the provider counted), gives back what a reservation proved too
+large (capped at the burst), and grants up to ``want`` tokens.
 Requests are then admitted synchronously from the process's lease. A lease is refilled in the
 background before it runs dry, sized to the key's observed demand (about ``LEASE_WINDOW_S``
 of traffic, never more than ``BATCH_FRACTION`` of the burst); tokens a process leased but did
@@ -31,6 +33,19 @@ decides at once (allow = admit unmetered, deny = 429). One probe call per backof
 (``BACKOFF_MIN_S`` doubling to ``BACKOFF_MAX_S``) finds out when Redis is back, and from then
 on everything is metered again.
 
+AI token reservations (``unit: tokens``): a reservation is debited from the lease, beyond it
+owed to Redis (paid with the next call, sent at once); a settlement below the reservation
+first cancels what is still owed, the rest goes back to Redis with the next call (capped at
+the burst there, so a credit never lifts a bucket above its capacity). A credit whose call
+fails is not resent (the script may have run: resending could overshoot), so a Redis failure
+costs at most under-admission. Requests are admitted while one token is left, so the
+overshoot of a token limit is bounded by the reservations in flight when it ran dry plus the
+amount by which providers exceeded the estimates.
+
+The same client, timeouts and breaker serve the AI budgets' ledger (fastgate.policies.budget
+.ledger): ``run(script, keys, args)`` is the one bounded call path; ``register_script`` /
+``load_script`` let another module bring its own script, loaded while warming.
+
 Keys in Redis are ``fg:rl:{<digest>}``: the whole digest is the hash tag, so each script call
 touches one key in one slot (Redis Cluster), and a long client-chosen key costs Redis 32 bytes.
 """
@@ -47,6 +62,7 @@ log = logging.getLogger("fastgate.rate_limit")
 LEASE_WINDOW_S = 0.1     # a batch should last about this long at the key's observed demand
 BATCH_FRACTION = 0.05    # ... but hold at most this share of the burst
 REFETCH_MIN_S = 0.005    # after Redis ran dry, ask again no sooner than this
+TOKEN_RECHECK_S = 1.0    # ... and token limits (credited from anywhere) no later than this
 IDLE_RETURN_S = 1.0      # hand unused leased tokens back after this long without use
 IDLE_FORGET_S = 30.0     # drop a key's state after this long without use
 SWEEP_S = 0.5
@@ -97,11 +113,17 @@ if fill <= 0 then
   redis.call('DEL', KEYS[1])
 else
   redis.call('HSET', KEYS[1], 'tk', string.format('%.17g', tokens), 'ts', string.format('%.0f', ts))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(fill / 1000) + 1000)
+  local ttl = math.ceil(fill / 1000) + 1000
+  if ttl > 1e13 then ttl = 1e13 end  -- a huge debt must not make PEXPIRE fail (integers only)
+  redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return {string.format('%.17g', grant), string.format('%.17g', tokens),
         string.format('%.17g', retry), string.format('%.17g', fill)}
 """
+
+
+def _floats(res):
+    return [float(x) for x in res]
 
 
 def _describe(exc) -> str:
@@ -116,11 +138,13 @@ class Lease:
     """One key's share of its cluster bucket held by this process."""
 
     __slots__ = (
-        "limiter", "key", "rkey", "rate", "burst", "avail", "debt", "task", "not_before",
+        "limiter", "key", "rkey", "rate", "burst", "avail", "debt", "back", "task", "not_before",
         "failed", "g_tokens", "g_at", "demand", "demand_since", "target", "last_used",
+        "dry_until", "recheck_s",
     )
 
-    def __init__(self, limiter, key: bytes, rate: float, burst: float, now: float):
+    def __init__(self, limiter, key: bytes, rate: float, burst: float, now: float,
+                 recheck_s: float = math.inf):
         self.limiter = limiter
         self.key = key
         self.rkey = redis_key(key)
@@ -128,8 +152,14 @@ class Lease:
         self.burst = burst
         self.avail = 0.0          # tokens leased and not yet spent
         self.debt = 0.0           # usage charged beyond the lease, owed to Redis
+        self.back = 0.0           # credits (reservations above the actual) owed back to Redis
         self.task = None          # the fetch in flight
         self.not_before = 0.0     # Redis ran dry: no fetch before this; deny what the lease lacks
+        self.dry_until = 0.0      # when Redis said it would have enough (Retry-After)
+        # Longest a "dry" answer is believed: token limits get credits back from anywhere
+        # in the cluster (reservations above the provider's count), so they ask again
+        # sooner than the refill alone would allow.
+        self.recheck_s = recheck_s
         self.failed = False       # the last fetch for this key failed
         self.g_tokens = burst     # Redis's level at its last answer (for RateLimit-* headers)
         self.g_at = now
@@ -176,6 +206,12 @@ class Lease:
     def debit(self, amount: float, now: float) -> None:
         """Charge usage known only afterwards (AI tokens); what the lease lacks becomes debt
         paid with the next fetch."""
+        if self.back > 0.0:           # a credit not yet sent cancels first
+            d = min(self.back, amount)
+            self.back -= d
+            amount -= d
+            if amount <= 0.0:
+                return
         self.avail -= amount
         if self.avail < 0.0:
             self.debt -= self.avail
@@ -183,8 +219,25 @@ class Lease:
             if self.task is None and self.limiter.healthy:
                 self.fetch(now, 1.0)
 
+    def credit(self, amount: float, now: float) -> None:
+        """Give back tokens charged in excess (an AI reservation above the provider's count):
+        first off the debt not yet paid, the rest to Redis with the next call, where the
+        bucket is capped at its burst. Never into the lease: the lease holds only what Redis
+        granted, so a credit cannot lift the cluster above capacity."""
+        if amount <= 0.0:
+            return
+        if self.debt > 0.0:
+            d = min(self.debt, amount)
+            self.debt -= d
+            amount -= d
+            if amount <= 0.0:
+                return
+        self.back += amount
+        if self.task is None and self.limiter.healthy:
+            self.fetch(now, 0.0, settle_only=True)
+
     def retry_after(self, now: float) -> float:
-        wait = self.not_before - now
+        wait = self.dry_until - now
         return wait if wait > 0.0 else 1.0 / self.rate
 
     def figures(self, now: float) -> tuple[float, float]:
@@ -197,10 +250,15 @@ class Lease:
         return remaining, (self.burst - remaining) / self.rate
 
     # ------------------------------------------------------------------ fetches
-    def fetch(self, now: float, need: float, *, give_back: bool = False) -> None:
+    def fetch(self, now: float, need: float, *, give_back: bool = False,
+              settle_only: bool = False) -> None:
         if give_back:
             want, back = 0.0, self.avail
             self.avail = 0.0
+        elif settle_only:           # only debt and credits to send
+            if self.debt <= 0.0 and self.back <= 0.0:
+                return
+            want, back = 0.0, 0.0
         else:
             elapsed = now - self.demand_since
             if elapsed < 0.01:
@@ -217,23 +275,36 @@ class Lease:
             # Whole tokens: fractions would leave leases a hair short of a request forever.
             want = float(math.ceil(want - EPS)) if want > EPS else 0.0
             back = 0.0
-            if want <= 0.0 and self.debt <= 0.0:
+            if want <= 0.0 and self.debt <= 0.0 and self.back <= 0.0:
                 return
         self.task = self.limiter.loop().create_task(self._fetch(want, need, back))
 
+    def _net(self) -> None:
+        # Debt and credit owed at once cancel here: sent together, the script would cap
+        # the credit at the burst before taking the debt.
+        if self.debt > 0.0 and self.back > 0.0:
+            d = min(self.debt, self.back)
+            self.debt -= d
+            self.back -= d
+
     async def _fetch(self, want: float, need: float, back: float) -> None:
+        self._net()
         debt = self.debt
+        credit = self.back
         self.debt = 0.0
+        self.back = 0.0
         lim = self.limiter
         try:
-            res = await lim.call(self.rkey, self.rate, self.burst, want, need, back, debt)
+            res = await lim.call(self.rkey, self.rate, self.burst, want, need, back + credit,
+                                 debt)
         finally:
             self.task = None
         now = lim.clock()
         if res is None:
             # Whether the script ran is unknown: re-charging the debt risks only under-
-            # admission; returned tokens are not re-added (that could overshoot).
+            # admission; returned tokens and credits are not re-sent (that could overshoot).
             self.debt += debt
+            self._net()
             self.failed = True
             return
         self.failed = False
@@ -243,11 +314,17 @@ class Lease:
         self.g_at = now
         if want > 0.0:
             if grant < need:
-                self.not_before = now + max(retry_us / 1e6, REFETCH_MIN_S)
+                wait = max(retry_us / 1e6, REFETCH_MIN_S)
             elif grant < want:
-                self.not_before = now + max(need / self.rate, REFETCH_MIN_S)
+                wait = max(need / self.rate, REFETCH_MIN_S)
             else:
-                self.not_before = 0.0
+                wait = 0.0
+            self.dry_until = now + wait if wait > 0.0 else 0.0
+            self.not_before = now + min(wait, self.recheck_s) if wait > 0.0 else 0.0
+        elif level >= 1.0 - EPS:
+            self.not_before = self.dry_until = 0.0    # tokens are back (a credit, a return)
+        if (self.debt > 0.0 or self.back > 0.0) and lim.healthy and self.task is None:
+            self.fetch(now, 0.0, settle_only=True)   # charged or credited meanwhile
 
 
 class ClusterLimiter:
@@ -274,6 +351,9 @@ class ClusterLimiter:
         self._client = self._make_client()
         self._script = self._client.register_script(LUA)
         self._sem = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        # Async callables awaited first by close(), while the client still works (the
+        # budget ledger flushes spend not yet written).
+        self.before_close: list = []
 
     def loop(self):
         if self._loop is None:
@@ -281,12 +361,13 @@ class ClusterLimiter:
         return self._loop
 
     # ------------------------------------------------------------------ leases
-    def lease(self, key: bytes, rate: float, burst: float, now: float) -> Lease:
+    def lease(self, key: bytes, rate: float, burst: float, now: float,
+              recheck_s: float = math.inf) -> Lease:
         lease = self.leases.get(key)
         if lease is None:
             if len(self.leases) >= MAX_LEASES:
                 self._shrink(now)
-            lease = self.leases[key] = Lease(self, key, rate, burst, now)
+            lease = self.leases[key] = Lease(self, key, rate, burst, now, recheck_s)
             if not self._sweeping:
                 self._sweeping = True
                 self.loop().call_later(SWEEP_S, self._sweep)
@@ -297,7 +378,7 @@ class ClusterLimiter:
 
     def _shrink(self, now: float) -> None:
         for key in [k for k, l in self.leases.items()
-                    if l.task is None and l.avail <= 0.0 and l.debt <= 0.0
+                    if l.task is None and l.avail <= 0.0 and l.debt <= 0.0 and l.back <= 0.0
                     and now - l.last_used > IDLE_RETURN_S]:
             del self.leases[key]
         # Still full: forget the oldest keys. Their leased tokens are lost to the cluster
@@ -317,9 +398,10 @@ class ClusterLimiter:
             idle = now - lease.last_used
             if lease.task is not None or idle < IDLE_RETURN_S:
                 continue
-            if (lease.avail > 0.0 or lease.debt > 0.0) and self.healthy:
+            if (lease.avail > 0.0 or lease.debt > 0.0 or lease.back > 0.0) and self.healthy:
                 lease.fetch(now, 0.0, give_back=True)
-            elif idle > IDLE_FORGET_S and lease.avail <= 0.0 and lease.debt <= 0.0:
+            elif (idle > IDLE_FORGET_S and lease.avail <= 0.0 and lease.debt <= 0.0
+                  and lease.back <= 0.0):
                 forget.append(key)
         for key in forget:
             del self.leases[key]
@@ -372,22 +454,47 @@ class ClusterLimiter:
             return
         self.warmed = True
 
-    async def call(self, rkey, rate, burst, want, need, back, debt):
-        """One script call; the parsed reply, or None when Redis failed or was too slow."""
+    def register_script(self, lua: str):
+        """A script of another module (the budget ledger) on this client: called through
+        ``run``, loaded by ``load_script`` while warming."""
+        return self._client.register_script(lua)
+
+    async def load_script(self, lua: str) -> bool:
+        """Load ``lua`` now, within ``connect_timeout_ms`` (for another module's warm()).
+        A failure is left to the breaker: the script is loaded by its first call."""
+        if self._client is None:
+            return False
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                await self._client.script_load(lua)
+        except Exception:  # noqa: BLE001 - Redis down at start: warm() already said so
+            return False
+        return True
+
+    async def run(self, script, keys, args, parse=None):
+        """One script call bounded by ``timeout_ms``: the reply (``parse(reply)`` when
+        given), or None when Redis failed, was too slow or answered nonsense (the breaker
+        then marks Redis down)."""
         if self._closed:
             return None
         self.calls += 1
         try:
             async with asyncio.timeout(self.timeout_s):
                 async with self._sem:
-                    res = await self._script(
-                        keys=[rkey], args=[rate / 1e6, burst, want, need, back, debt])
-            res = [float(x) for x in res]
+                    res = await script(keys=keys, args=args)
+            if parse is not None:
+                res = parse(res)
         except Exception as exc:  # noqa: BLE001 - any failure is "Redis unavailable"
             self._failed(exc)
             return None
         self._succeeded()
         return res
+
+    async def call(self, rkey, rate, burst, want, need, back, debt):
+        """One lease script call; the parsed reply, or None when Redis failed or was too
+        slow."""
+        return await self.run(self._script, [rkey], [rate / 1e6, burst, want, need, back, debt],
+                              _floats)
 
     def _failed(self, exc) -> None:
         self.failures += 1
@@ -419,6 +526,11 @@ class ClusterLimiter:
         """Hand unused leased tokens back (best effort, bounded), then disconnect."""
         if self._closed:
             return
+        for flush in list(self.before_close):
+            try:
+                await flush()
+            except Exception:  # noqa: BLE001 - best effort, bounded by the flush itself
+                log.exception("flushing before the redis client closes failed")
         self._sweeping = True      # no new sweeps
         if self._client is not None and self.healthy:
             # Fetches in flight land first, then everything held goes back in one round.
@@ -429,7 +541,7 @@ class ClusterLimiter:
                 if not self.healthy:
                     break
                 for l in self.leases.values():
-                    if (l.avail > 0.0 or l.debt > 0.0) and l.task is None:
+                    if (l.avail > 0.0 or l.debt > 0.0 or l.back > 0.0) and l.task is None:
                         l.fetch(self.clock(), 0.0, give_back=True)
         self._closed = True
         client, self._client = self._client, None
