@@ -18,7 +18,6 @@ from .source import document_order, format_path
 
 UNSUPPORTED: set[str] = {
     "routes[].waf",
-    "routes[].budget",
 }
 
 _SEG = re.compile(r"([^.\[\]]+)(\[\])?")
