@@ -32,6 +32,12 @@ def llm():
         yield fake
 
 
+def free_admin_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def ai_config(llm, tmp_path, **extra) -> dict:
     base = llm.url
     models = [
@@ -102,9 +108,13 @@ def ai_config(llm, tmp_path, **extra) -> dict:
 @pytest.fixture(scope="module")
 def gw(llm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("aigw")
-    g = GatewayProc(ai_config(llm, tmp), tmp)
+    cfg = ai_config(llm, tmp)
+    g_admin = free_admin_port()
+    cfg["admin"] = {"bind": f"127.0.0.1:{g_admin}", "token": "admin-secret-token"}
+    g = GatewayProc(cfg, tmp)
     g.wait_ready()
     g.tmp = tmp
+    g.admin_url = f"http://127.0.0.1:{g_admin}"
     yield g
     g.stop()
 
@@ -364,6 +374,27 @@ def test_no_provider_key_in_logs_bodies_or_config(gw, llm, client):
         assert key not in logs
     for rec in llm.requests:
         assert CLIENT_KEY not in json.dumps(rec.headers)
+
+
+def test_config_never_shows_provider_keys(gw):
+    r = httpx.get(gw.admin_url + "/config",
+                  headers={"authorization": "Bearer admin-secret-token"})
+    assert r.status_code == 200
+    for key in KEYS.values():
+        assert key not in r.text
+    assert r.json()["ai"]["providers"]["oa"]["api_key"] == "***"
+
+
+def test_prompt_route_streamed(gw):
+    with httpx.stream("POST", gw.url + "/apis/sentiment", timeout=10,
+                      json={"text": "good", "lang": "en", "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [l[5:].strip() for l in r.iter_lines() if l.startswith("data:")]
+    assert events[-1] == "[DONE]"
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or ""
+                   for e in events[:-1] if json.loads(e)["choices"])
+    assert text == "echo: Label the sentiment of: good (en)"
 
 
 def test_usage_in_access_log(gw, client):
