@@ -134,7 +134,8 @@ class LoadContext:
     # ai models --------------------------------------------------------------------------
     def model_names(self) -> set[str] | None:
         """Names under ai.models; None when there is no (valid) ai section."""
-        return None if self.ai is None else {m.name for m in self.ai.models}
+        return None if self.ai is None else {m.name for m in self.ai.models
+                                             if isinstance(m.name, str)}
 
     def route_models(self, route_ai) -> list[str]:
         """The models an ai route may use."""

@@ -658,3 +658,20 @@ routes:
     ]
     c = ok(L + 'upstreams: {u: {targets: ["http://h"], health_check: {path: "/ready?full=1"}}}')
     assert c.upstreams["u"].health_check.path == "/ready?full=1"
+
+
+def test_ai_model_with_an_invalid_name_is_an_error_not_a_crash():
+    """Found by the config fuzzer: a model whose name failed to parse (None) broke the
+    sorted() of known model names when a route named models."""
+    doc = {"listeners": [{"bind": "127.0.0.1:0"}],
+           "ai": {"providers": {"p": {"type": "openai", "api_key": "k"}},
+                  "models": [{"name": 7, "provider": "p", "model": "m"},
+                             {"name": "ok", "provider": "p", "model": "m"}]},
+           "routes": [{"name": "r", "paths": ["/v1/chat/completions"],
+                       "ai": {"endpoint": "chat", "models": ["nope"]}}]}
+    with pytest.raises(ConfigError) as ei:
+        parse_config(doc)
+    errors = ei.value.errors
+    assert any(x.startswith("ai.models[0].name:") for x in errors)
+    assert any("routes[0].ai.models[0]: unknown model 'nope' (ai.models: ok)" in x
+               for x in errors)

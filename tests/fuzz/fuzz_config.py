@@ -67,12 +67,48 @@ BASES = [
          {"name": "fixed", "paths": ["/fixed"], "methods": ["GET"],
           "respond": {"status": 404, "body": "nope", "headers": {"X-Why": "test"}}}],
      "logging": {"access_log": "off", "redact_headers": ["authorization"]}},
+    # the AI gateway: providers of every type, priced models with fallbacks, chat,
+    # embeddings and prompt routes, a token limit and a budget
+    {"listeners": [{"bind": "127.0.0.1:8080"}],
+     "auth": {"keys": {"type": "api_key", "bearer": True}},
+     "consumers": [{"name": "app", "api_keys": ["sha256:" + "cd" * 32]}],
+     "ai": {"providers": {
+         "oa": {"type": "openai", "api_key": "${FG_TOKEN}"},
+         "ant": {"type": "anthropic", "base_url": "https://api.anthropic.com", "api_key": "k"},
+         "gem": {"type": "gemini", "api_key": "k", "read_timeout_s": 60},
+         "mis": {"type": "mistral", "api_key": "k"},
+         "local": {"type": "openai_compatible", "base_url": "http://127.0.0.1:11434/v1",
+                   "tls_verify": False}},
+         "models": [
+             {"name": "fast", "provider": "ant", "model": "claude-haiku-4-5",
+              "price": {"input_per_1k": 0.001, "output_per_1k": 0.005},
+              "fallbacks": ["backup"]},
+             {"name": "backup", "provider": "oa", "model": "gpt-4o-mini",
+              "price": {"input_per_1k": 0.00015, "output_per_1k": 0.0006}},
+             {"name": "emb", "provider": "gem", "model": "text-embedding-004"},
+             {"name": "small", "provider": "mis", "model": "mistral-small"},
+             {"name": "llama", "provider": "local", "model": "llama3"}]},
+     "routes": [
+         {"name": "llm", "paths": ["/v1/chat/completions", "/v1/models"],
+          "auth": {"using": ["keys"]}, "ai": {"endpoint": "chat", "models": ["fast", "backup"]},
+          "rate_limits": [{"limit": 200000, "per": "minute", "unit": "tokens",
+                           "by": "consumer"}],
+          "budget": {"usd": 25, "per": "day", "by": "consumer"}},
+         {"name": "emb", "paths": ["/v1/embeddings"], "ai": {"endpoint": "embeddings",
+                                                             "models": ["emb"]}},
+         {"name": "sentiment", "paths": ["/apis/sentiment"], "methods": ["POST"],
+          "ai": {"prompt": {"model": "fast", "system": "One word.",
+                            "template": "Label: {{text}}", "max_tokens": 5,
+                            "temperature": 0.2}}}]},
 ]
 
 KEYS = sorted(set(top_level_keys()) | set(route_level_keys()) | {
     "bind", "tls", "token", "url", "targets", "weight", "balance", "limit", "per", "burst",
     "by", "scope", "status", "body", "headers", "using", "type", "secret", "algorithms",
-    "issuer", "audiences", "jwks_url", "jwks_file", "cert_file", "key_file", "access_log"})
+    "issuer", "audiences", "jwks_url", "jwks_file", "cert_file", "key_file", "access_log",
+    "providers", "models", "provider", "model", "price", "input_per_1k", "output_per_1k",
+    "fallbacks", "endpoint", "prompt", "template", "system", "usd", "unit", "base_url",
+    "api_key"})
 STRINGS = ["127.0.0.1:8080", "[::1]:0", "0.0.0.0:65536", "http://h:1/p", "https://x/",
            "/a/{x}", "/s/*", "/a/{x}/{x}", "GET", "get", "consumer", "header:X", "claim:c",
            "second", "cluster", "tokens", "${FG_TOKEN}", "${MISSING}", "${FG_EMPTY:-d}", "$${",
