@@ -16,11 +16,13 @@ import importlib.util
 import os
 import sys
 
-HARNESSES = ("request_parser", "response_parser", "normalize_path", "config", "jwt")
+HARNESSES = ("request_parser", "response_parser", "normalize_path", "config", "jwt",
+             "ai_stream")
 NATIVE_MODULES = ("http", "router")
 INSTRUMENT = {
     "config": ["fastgate.config", "fastgate.policies", "fastgate.plugin"],
     "jwt": ["fastgate.policies.auth"],
+    "ai_stream": ["fastgate.ai"],
 }
 
 

@@ -353,10 +353,19 @@ class StreamBase:
             return b""
         out = []
         for ev, d in events:
-            self._event(ev, d, out)
+            self._safe_event(ev, d, out)
             if self.ended:
                 break
         return b"".join(out)
+
+    def _safe_event(self, ev, d, out) -> None:
+        """One event; one of a shape no provider sends (a number where a list belongs, ...)
+        ends the stream with the error event rather than raising out of the translator
+        (found by tests/fuzz/fuzz_ai_stream.py)."""
+        try:
+            self._event(ev, d, out)
+        except (TypeError, KeyError, IndexError, AttributeError, ValueError):
+            out.append(self.fail("the AI provider sent an invalid stream event"))
 
     def finish(self) -> bytes:
         """End of the provider's body: the rest, then ``data: [DONE]`` (a stream that stopped
@@ -365,7 +374,7 @@ class StreamBase:
             return b""
         out = []
         for ev, d in self.sse.close():
-            self._event(ev, d, out)
+            self._safe_event(ev, d, out)
             if self.ended:
                 return b"".join(out)
         if not self.complete:

@@ -161,6 +161,9 @@ class OpenAIStream(StreamBase):
         if not isinstance(c, dict):
             return
         choices = c.get("choices")
+        if choices is not None and not (isinstance(choices, list) and
+                                        all(isinstance(ch, dict) for ch in choices)):
+            raise TypeError("choices is not a list of objects")
         if not choices and "error" in c:
             e = c["error"]
             msg = as_message(e.get("message") if isinstance(e, dict) else e)
@@ -177,6 +180,7 @@ class OpenAIStream(StreamBase):
         if not choices:                   # the usage chunk: re-sent at the end when asked
             return
         c["model"] = self.model_name
+        c["object"] = "chat.completion.chunk"
         for ch in choices:
             if isinstance(ch, dict) and ch.get("finish_reason"):
                 self.complete = True
