@@ -2,9 +2,12 @@
 
 It starts, on loopback only:
   * a fast built-in upstream (``benchmarks.upstream``: raw uvloop protocol, precomputed tiny,
-    1 MiB and SSE answers, keep-alive),
+    1 MiB and SSE answers, keep-alive; also a fake OpenAI provider, ``benchmarks.ai``),
   * each target with a generated config in a temp dir: fastgate (``python -m fastgate run``),
-    and nginx / HAProxy when installed (1 worker, upstream keep-alive, access log off),
+    and nginx / HAProxy when installed (1 worker, upstream keep-alive, access log off); for the
+    ``ai_*`` scenarios also LiteLLM's proxy and Portkey's gateway (``benchmarks.peers``,
+    installed on first use under ~/.cache/fastgate-bench, never in the repo) and ``direct``
+    (the fake provider without a gateway: the baseline of the added-latency figures),
   * the bundled load generator (``benchmarks.loadgen``: uvloop, keep-alive, N connections,
     optionally several processes), closed loop for max throughput and open loop at a fixed
     rate with latency measured from the intended send time (no coordinated omission).

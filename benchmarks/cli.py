@@ -15,10 +15,17 @@ examples:
   python -m benchmarks --targets nginx,haproxy --scenarios passthrough,sse
   python -m benchmarks --loadgen wrk           max-throughput phase via wrk (cross-check)
   python -m benchmarks --publish               ...and copy the table to results/latest.md
+  python -m benchmarks --scenarios ai_chat,ai_stream,ai_stream_512 \
+      --targets fastgate,litellm,portkey,nginx,direct
+                                               the AI gateway scenarios (installs LiteLLM
+                                               and Portkey under ~/.cache/fastgate-bench once)
 
 Exit status: 0 when the harness ran (n/a scenarios included); 1 when a target failed or
 answered errors on a scenario it supports; 2 usage; 3 when the harness itself broke.
 """
+
+
+DEFAULT_TARGETS = "fastgate,nginx,haproxy,floor,litellm,portkey,direct"
 
 
 def parse_args(argv):
@@ -27,11 +34,17 @@ def parse_args(argv):
         prog="python -m benchmarks", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Load benchmarks of fastgate against nginx and HAProxy, on loopback.",
         epilog=EXAMPLES)
-    ap.add_argument("--targets", default="fastgate,nginx,haproxy,floor",
+    ap.add_argument("--targets", default=None,
                     help="comma list of fastgate, nginx, haproxy, floor (a bare uvloop + "
-                         "httptools relay), fastgate-base (--base-repo); the first is the "
-                         "subject of "
-                         "the ratio columns (default: %(default)s)")
+                         "httptools relay), fastgate-base (--base-repo), litellm, portkey (AI "
+                         "gateways, ai_* scenarios only), direct (the fake AI provider called "
+                         "without a gateway: the baseline of added latency); the first is the "
+                         f"subject of the ratio columns (default: {DEFAULT_TARGETS})")
+    ap.add_argument("--install-peers", choices=("auto", "yes", "no"), default="auto",
+                    help="install LiteLLM / Portkey when missing (into $FASTGATE_BENCH_PEERS "
+                         "or ~/.cache/fastgate-bench): auto = those named in --targets, yes = "
+                         "also when only in the default list, no = never (n/a) "
+                         "(default: %(default)s)")
     ap.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
                     help="comma list (default: all): " + ", ".join(s.name for s in SCENARIOS))
     ap.add_argument("--smoke", action="store_true",
@@ -86,7 +99,8 @@ def parse_args(argv):
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
     a = ap.parse_args(argv)
     from benchmarks.targets import TARGETS
-    a.target_list = [t.strip() for t in a.targets.split(",") if t.strip()]
+    a.explicit_targets = a.targets is not None
+    a.target_list = [t.strip() for t in (a.targets or DEFAULT_TARGETS).split(",") if t.strip()]
     bad = [t for t in a.target_list if t not in TARGETS]
     if bad or not a.target_list:
         ap.error(f"unknown target(s) {bad}; choose from {', '.join(TARGETS)}")
@@ -133,7 +147,9 @@ def main(argv=None):
         procs=max(1, a.procs), rate=a.rate, connections=a.connections,
         idle_connections=a.idle_connections, loadgen=a.loadgen, smoke=smoke,
         pacing=a.pacing, max_wait=0.0 if smoke else a.max_wait / 100.0, retries=a.retries,
-        tls_version=a.tls_version, log=lambda s: print(s, flush=True))
+        tls_version=a.tls_version, install_peers=a.install_peers,
+        explicit_targets=a.target_list if a.explicit_targets else (),
+        log=lambda s: print(s, flush=True))
     fastgate_cmd = shlex.split(a.fastgate_cmd) if a.fastgate_cmd else None
     if a.base_repo:
         os.environ["FASTGATE_BASE_REPO"] = os.path.abspath(a.base_repo)
@@ -164,6 +180,9 @@ def main(argv=None):
     derived = report.derived(results)
     if derived:
         print("\n".join(derived) + "\n")
+    ai_lines = report.ai_summary(results)
+    if ai_lines:
+        print("\n".join(ai_lines) + "\n")
     print("wrote " + ", ".join(paths.values()))
     if a.publish:
         print("published " + report.publish(paths["md"]))

@@ -43,16 +43,21 @@ def is_chunked(head_lower: bytes) -> bool:
 C_SIZE, C_DATA, C_DATA_CRLF, C_TRAILER, C_DONE = range(5)
 
 
+MAX_KEPT = 4 << 20
+
+
 class ChunkedSkipper:
-    """Walks chunked framing across arbitrary packet splits, counting body bytes."""
+    """Walks chunked framing across arbitrary packet splits, counting body bytes; with
+    ``keep`` the body's data is also collected in ``parts`` (up to MAX_KEPT bytes)."""
 
-    __slots__ = ("state", "remaining", "line", "body_bytes")
+    __slots__ = ("state", "remaining", "line", "body_bytes", "parts")
 
-    def __init__(self):
+    def __init__(self, keep=False):
         self.state = C_SIZE
         self.remaining = 0
         self.line = b""
         self.body_bytes = 0
+        self.parts = [] if keep else None
 
     def feed(self, data, pos: int) -> int:
         """Consume data[pos:]; return the index just past the message end, or -1 if not done."""
@@ -63,6 +68,10 @@ class ChunkedSkipper:
                 take = n - pos
                 if take > self.remaining:
                     take = self.remaining
+                if st == C_DATA and self.parts is not None:
+                    if self.body_bytes > MAX_KEPT:
+                        raise FramingError("body too large to keep")
+                    self.parts.append(data[pos:pos + take])
                 pos += take
                 self.remaining -= take
                 if self.remaining == 0:

@@ -21,6 +21,12 @@ Modes
           delayed (coordinated omission corrected, as in wrk2 / HdrHistogram).
   idle    one request per connection, then hold them all open (memory per connection).
 
+Optional per-response checks (AI scenarios): ``markers`` (byte strings every response body
+must contain; the body is then kept, chunked framing removed), ``ttft_marker`` (time to first
+token: until those bytes arrive), ``pauses`` (the longest gap between two body packets of
+each response: a stalled stream shows there). The request body is ``body`` (a latin-1
+string) when given, else ``body_size`` bytes of "x".
+
 Only responses that complete inside [t_start + warmup, t_start + warmup + duration] are
 counted. Cost per request is kept low: the request is one precomputed bytes object, responses
 are framed by Content-Length/chunked only (never parsed further), latencies go into an
@@ -48,7 +54,8 @@ INF = float("inf")
 
 class Conn(asyncio.Protocol):
     __slots__ = ("gen", "transport", "state", "buf", "remaining", "chunk", "status",
-                 "body_len", "intended", "sent", "dead")
+                 "body_len", "intended", "sent", "dead", "parts", "t_last", "pause",
+                 "want_token", "tail", "body_ok")
 
     def __init__(self, gen):
         self.gen = gen
@@ -62,6 +69,12 @@ class Conn(asyncio.Protocol):
         self.intended = 0.0
         self.sent = 0.0
         self.dead = False
+        self.parts = None       # body parts (markers)
+        self.t_last = 0.0       # last body packet (pauses)
+        self.pause = 0.0
+        self.want_token = False
+        self.tail = b""
+        self.body_ok = True
 
     def connection_made(self, transport):
         self.transport = transport
@@ -74,11 +87,17 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data):
         st = self.state
+        if self.gen.track and (st == S_BODY or st == S_CHUNKED):
+            self._track(data)
         if st == S_BODY:
             n = len(data)
             if n < self.remaining:
                 self.remaining -= n
+                if self.parts is not None:
+                    self.parts.append(data)
                 return
+            if self.parts is not None:
+                self.parts.append(data[:self.remaining])
             self._done()
             return
         try:
@@ -119,8 +138,16 @@ class Conn(asyncio.Protocol):
                 gen.ttfb.append(now - self.intended)
         lower = data[:end].lower()
         start = end + 4
+        if gen.track:
+            now = mono()
+            self.t_last = now
+            self.pause = 0.0
+            self.want_token = gen.token is not None
+            self.tail = b""
+            if len(data) > start:
+                self._track(data[start:], now)
         if is_chunked(lower):
-            self.chunk = sk = ChunkedSkipper()
+            self.chunk = sk = ChunkedSkipper(keep=gen.markers is not None)
             self.state = S_CHUNKED
             if sk.feed(data, start) >= 0:
                 self.body_len = sk.body_bytes
@@ -136,16 +163,48 @@ class Conn(asyncio.Protocol):
                 return
         self.body_len = cl
         left = cl - (len(data) - start)
+        if gen.markers is not None:
+            self.parts = [data[start:start + cl]]
         if left <= 0:
             self._done()
         else:
             self.remaining = left
             self.state = S_BODY
 
+    def _track(self, data, now=None):
+        """Body bytes arrived: the pause since the last ones, the first token."""
+        gen = self.gen
+        if now is None:
+            now = mono()
+        if gen.pauses is not None:
+            p = now - self.t_last
+            if p > self.pause:
+                self.pause = p
+            self.t_last = now
+        if self.want_token:
+            hay = self.tail + data if self.tail else data
+            if gen.token in hay:
+                self.want_token = False
+                self.tail = b""
+                if gen.t_meas <= now <= gen.t_end:
+                    gen.ttft.append(now - self.intended)
+            else:
+                self.tail = bytes(hay[-gen.token_tail:])
+
     def _done(self):
+        gen = self.gen
+        if gen.markers is not None:
+            parts = self.chunk.parts if self.chunk is not None else self.parts
+            body = b"".join(parts or ())
+            self.parts = None
+            self.body_ok = all(m in body for m in gen.markers)
+        if gen.pauses is not None:
+            now = mono()
+            if gen.t_meas <= now <= gen.t_end:
+                gen.pauses.append(self.pause)
         self.state = S_IDLE
         self.chunk = None
-        self.gen.complete(self)
+        gen.complete(self)
 
     def _fail(self, kind, exc=None):
         if self.dead:
@@ -173,7 +232,9 @@ class Gen:
         self.loop = loop
         self.spec = spec
         head = spec["request_head"].encode("latin-1")
-        self.req = head + b"x" * int(spec.get("body_size", 0))
+        body = spec.get("body")
+        self.req = head + (body.encode("latin-1") if body is not None
+                           else b"x" * int(spec.get("body_size", 0)))
         self.head_only = head.startswith(b"HEAD ")
         self.host = spec["host"]
         self.port = int(spec["port"])
@@ -196,6 +257,14 @@ class Gen:
         self.lat = array("d")
         # time to the response head: shows whether a proxy relays a stream or buffers it
         self.ttfb = array("d") if spec.get("ttfb") else None
+        markers = spec.get("markers")
+        self.markers = [m.encode("latin-1") for m in markers] if markers else None
+        token = spec.get("ttft_marker")
+        self.token = token.encode("latin-1") if token else None
+        self.token_tail = max(1, len(self.token) - 1) if self.token else 0
+        self.ttft = array("d") if self.token else None
+        self.pauses = array("d") if spec.get("pauses") else None
+        self.track = bool(self.token or self.pauses is not None)
         self.count = 0
         self.bytes_body = 0
         self.errors: dict[str, int] = {}
@@ -305,6 +374,8 @@ class Gen:
                 self.error("status_%d" % conn.status, now)
             elif self.expect_body is not None and conn.body_len != self.expect_body:
                 self.error("body_length", now)
+            elif not conn.body_ok:
+                self.error("body_content", now)
         elif not 200 <= conn.status < 400:
             self.errors_outside += 1
         if conn.dead:
@@ -481,6 +552,8 @@ class Gen:
             "loadgen_cpu_warmup": ru1 - ru0,
             "hist": bucketize(self.lat),
             "ttfb_hist": bucketize(self.ttfb) if self.ttfb is not None else None,
+            "ttft_hist": bucketize(self.ttft) if self.ttft is not None else None,
+            "pause_hist": bucketize(self.pauses) if self.pauses is not None else None,
             "tls": tls,
         }
 

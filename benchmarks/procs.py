@@ -291,12 +291,20 @@ class CpuMeter:
         ticks = sum(v - self.before.get(pid, 0) for pid, v in after.items())
         ns = sum(v[0] - self.before_ns.get(k, (0, 0))[0] for k, v in after_ns.items())
         wait = sum(v[1] - self.before_ns.get(k, (0, 0))[1] for k, v in after_ns.items())
+        # the busiest thread (an event loop's) and how long it waited: for a multi-threaded
+        # gateway the total wait includes its threads waiting for each other on one core
+        busiest = max(after_ns, key=lambda k: after_ns[k][0] - self.before_ns.get(k, (0, 0))[0],
+                      default=None)
+        busiest_wait = (after_ns[busiest][1] - self.before_ns.get(busiest, (0, 0))[1]
+                        if busiest is not None else None)
         stat_s = ticks / CLK_TCK
         ns_s = ns / 1e9
         # prefer the precise reading unless threads died in the window (then stat keeps them)
         use = ns_s if after_ns and ns_s >= stat_s - 2.5 * len(after) / CLK_TCK else stat_s
         self.last = {"cpu_s_stat": stat_s, "cpu_s_schedstat": ns_s if after_ns else None,
                      "runqueue_wait_s": wait / 1e9 if after_ns else None,
+                     "busiest_thread_wait_s": (busiest_wait / 1e9
+                                               if busiest_wait is not None else None),
                      "source": "schedstat" if use is ns_s else "stat"}
         return use, wall
 

@@ -118,6 +118,15 @@ def scenario_table(sc: dict) -> str:
                  f" · max = closed loop" + (" via wrk" if sc.get("loadgen") == "wrk" else ""))
     if sc["features"]:
         desc += " · needs: " + ", ".join(sc["features"])
+    if sc.get("request_body_bytes"):
+        desc += f" · {sc['request_body_bytes']}-byte JSON request body"
+    st = sc.get("stream")
+    if st:
+        desc += (f" · the fake streams {st['chunks']} content chunks "
+                 + (f"{st['gap_ms']:g} ms apart" if st.get("gap_ms") else "at once"))
+    if any(n == "direct" for n in names):
+        desc += (" · `direct` = the fake provider called with no gateway (its own CPU and "
+                 "latency: the baseline of the \"added\" rows, not in the ratio columns)")
     lines += [desc, ""]
     for note in sc.get("notes", []):
         lines += [f"> {note}", ""]
@@ -195,6 +204,13 @@ def scenario_table(sc: dict) -> str:
     if any((rate(sc["targets"][n]).get("ttfb_p50_us") is not None) for n in ok):
         row("time to response head p50 / p99 ms @ fixed rate",
             lambda tr: " / ".join(_ms(rate(tr).get(k)) for k in ("ttfb_p50_us", "ttfb_p99_us")))
+    if any((rate(sc["targets"][n]).get("ttft_p50_us") is not None) for n in ok):
+        row("time to first token p50 / p99 ms @ fixed rate",
+            lambda tr: " / ".join(_ms(rate(tr).get(k)) for k in ("ttft_p50_us", "ttft_p99_us")))
+    if any((rate(sc["targets"][n]).get("pause_p99_us") is not None) for n in ok):
+        row("longest pause inside a stream p50 / p99 / max ms @ fixed rate",
+            lambda tr: " / ".join(_ms(rate(tr).get(k))
+                                  for k in ("pause_p50_us", "pause_p99_us", "pause_max_us")))
     if any(rate(sc["targets"][n]).get("redis_cpu_us_per_req") is not None for n in ok):
         row("Redis: CPU µs/req / calls per s @ fixed rate (its own process, load side)",
             lambda tr: (f"{_num(rate(tr).get('redis_cpu_us_per_req'), 2)} / "
@@ -209,6 +225,15 @@ def scenario_table(sc: dict) -> str:
     # time the gateway was runnable but another task had its CPU: interference on a shared box
     row("gateway waiting for its CPU (% of the time)",
         lambda tr: _num((rate(tr).get("gateway_wait_frac") or 0) * 100, 1))
+    def others(tr):
+        """LiteLLM's and Node's threads wait for each other on one core: what counts for them
+        is how long their event loop's thread waited (None for the others)."""
+        r = rate(tr)
+        i = r.get("interference_frac")
+        return i if i is not None and i != r.get("gateway_wait_frac") else None
+    if any(others(sc["targets"][n]) is not None for n in ok):
+        row("... its event loop's thread waiting (multi-threaded targets)",
+            lambda tr: "–" if others(tr) is None else _num(others(tr) * 100, 1))
     row("**max req/s** (closed loop)", lambda tr: "**" + _num(mx(tr).get("rps")) + "**",
         lambda rv, k: _ratio(rv.get("max_rps")))
     row("CPU µs/req @ max", lambda tr: _num(mx(tr).get("cpu_us_per_req"), 1),
@@ -216,11 +241,46 @@ def scenario_table(sc: dict) -> str:
     row("gateway CPU use @ max (% of a core)",
         lambda tr: _num((mx(tr).get("cpu_util") or 0) * 100, 0))
     row("latency p50 / p99 / p99.9 ms @ max", lambda tr: _lat(mx(tr)))
+    if st and any(mx(sc["targets"][n]).get("pause_p99_us") is not None for n in ok):
+        conns = sc.get("connections")
+        row(f"{conns} streams in flight (closed loop): longest pause p99 / max ms",
+            lambda tr: " / ".join(_ms(mx(tr).get(k)) for k in ("pause_p99_us", "pause_max_us")))
+        row("time to first token p50 / p99 ms @ max",
+            lambda tr: " / ".join(_ms(mx(tr).get(k)) for k in ("ttft_p50_us", "ttft_p99_us")))
+        if st.get("stall_s"):
+            row(f"**{conns} concurrent streams without a stall**",
+                lambda tr: "**" + stall_verdict(sc, tr)[1] + "**")
+    c1 = lambda tr: tr.get("c1") or {}  # noqa: E731
+    if any(c1(sc["targets"][n]) for n in ok):
+        row("latency p50 / p99 ms @ concurrency 1",
+            lambda tr: " / ".join(_ms(c1(tr).get(k)) for k in ("p50_us", "p99_us")))
+        direct_ok = "direct" in ok and c1(sc["targets"]["direct"])
+        if direct_ok:
+            row("**added latency p50 / p99 ms @ concurrency 1** (− direct)",
+                lambda tr: _baseline(sc, tr) or "**" + " / ".join(
+                    _ms_signed(added(sc, tr, "c1", k)) for k in ("p50_us", "p99_us")) + "**")
+        if any(c1(sc["targets"][n]).get("ttft_p50_us") is not None for n in ok):
+            row("time to first token p50 / p99 ms @ concurrency 1",
+                lambda tr: " / ".join(_ms(c1(tr).get(k)) for k in ("ttft_p50_us",
+                                                                    "ttft_p99_us")))
+            if direct_ok:
+                row("**added time to first token p50 / p99 ms @ concurrency 1** (− direct)",
+                    lambda tr: _baseline(sc, tr) or "**" + " / ".join(
+                        _ms_signed(added(sc, tr, "c1", k))
+                        for k in ("ttft_p50_us", "ttft_p99_us")) + "**")
+        row("max req/s @ concurrency 1", lambda tr: _num(c1(tr).get("rps")))
+    if any(sc["targets"][n].get("memory_idle") for n in ok):
+        row("RSS idle (after start-up) / peak VmHWM (MiB)",
+            lambda tr: f"{_mib((tr.get('memory_idle') or {}).get('rss_kib'))} / "
+                       f"{_mib((tr.get('memory') or {}).get('hwm_kib'))}")
     row("peak RSS, VmHWM summed (MiB)",
         lambda tr: _mib((tr.get("memory") or {}).get("hwm_kib")),
         plain_ratio(lambda tr: (tr.get("memory") or {}).get("hwm_kib")))
     row("errors (all rounds)", lambda tr: _errs_total(tr))
-    waits = {n: rate(sc["targets"][n]).get("gateway_wait_frac") for n in ok}
+    # run-queue wait, or for multi-threaded targets the gateway CPUs' time that was not theirs
+    waits = {n: (rate(sc["targets"][n]).get("interference_frac")
+                 if rate(sc["targets"][n]).get("interference_frac") is not None
+                 else rate(sc["targets"][n]).get("gateway_wait_frac")) for n in ok}
     noisy = {n: w for n, w in waits.items() if w and w > 0.05}
     if noisy:
         lines += ["", "> ⚠ another workload shared the gateway's CPU (it waited "
@@ -243,6 +303,43 @@ def scenario_table(sc: dict) -> str:
                   + ", ".join(f"{side[n] * 100:.0f}%" for n in bound)
                   + " of their CPU while the gateway had headroom), not by the gateway."]
     return "\n".join(lines) + "\n"
+
+
+def _ms_signed(us):
+    return "–" if us is None else f"{us / 1000:+.2f}"
+
+
+def _baseline(sc, tr):
+    return "baseline" if tr is sc["targets"].get("direct") else None
+
+
+def added(sc, tr, phase, key):
+    """tr's figure minus the direct target's (what the gateway adds), None without one."""
+    d = sc["targets"].get("direct") or {}
+    if d.get("status") != "ok" or tr.get("status") != "ok" or tr is d:
+        return None
+    a, b = (tr.get(phase) or {}).get(key), (d.get(phase) or {}).get(key)
+    return a - b if a is not None and b is not None else None
+
+
+def stall_verdict(sc, tr):
+    """(True: no stall / False: stalled / None: not measured, text) for the closed-loop
+    phase of a stream scenario with a stall threshold: every connection holds a stream."""
+    m = tr.get("max") or {}
+    limit = (sc.get("stream") or {}).get("stall_s")
+    if tr.get("status") != "ok" or not m or limit is None:
+        return None, "–"
+    worst = m.get("pause_max_us")
+    errs = m.get("errors_total") or 0
+    if not m.get("rps"):
+        return False, "no stream completed"
+    if errs:
+        return False, f"{errs} failed streams"
+    if worst is None:
+        return None, "–"
+    if worst > limit * 1e6:
+        return False, f"stalled: a {worst / 1e6:.2f} s pause (> {limit:g} s)"
+    return True, f"yes (longest pause {worst / 1000:.0f} ms)"
 
 
 def results_load_cpus(sc):
@@ -371,6 +468,81 @@ def derived(results) -> list[str]:
     return [head, ""] + lines
 
 
+def ai_summary(results) -> list[str]:
+    """The AI gateway figures of issue 16 in one table, as Markdown lines (none when no ai_*
+    scenario ran)."""
+    by = {s["name"]: s for s in results.get("scenarios", [])}
+    ai_scs = [s for s in results.get("scenarios", []) if "ai" in s.get("features", ())]
+    if not ai_scs:
+        return []
+    names = [n for n in results.get("targets", []) if any(n in s["targets"] for s in ai_scs)]
+
+    def cell(scn, fn):
+        sc = by.get(scn)
+        out = []
+        for n in names:
+            tr = (sc or {}).get("targets", {}).get(n)
+            if sc is None or tr is None:
+                out.append("–")
+            elif tr.get("status") != "ok":
+                out.append(_short_na(tr))
+            else:
+                out.append(fn(sc, tr))
+        return out
+
+    rate = lambda tr: tr.get("rate") or {}  # noqa: E731
+    rows = []
+    if "ai_chat" in by:
+        r = by["ai_chat"].get("rate")
+        rows.append((f"ai_chat: CPU µs/req @ {_num(r)}/s",
+                     cell("ai_chat", lambda sc, tr: _num(rate(tr).get("cpu_us_per_req"), 1))))
+        rows.append(("ai_chat: max req/s on one core",
+                     cell("ai_chat", lambda sc, tr: _num((tr.get("max") or {}).get("rps")))))
+        rows.append(("ai_chat: added p99 ms @ concurrency 1 (− direct)",
+                     cell("ai_chat", lambda sc, tr: _baseline(sc, tr)
+                          or _ms_signed(added(sc, tr, "c1", "p99_us")))))
+    if "ai_stream" in by:
+        r = by["ai_stream"].get("rate")
+        rows.append((f"ai_stream: CPU µs/stream @ {_num(r)}/s",
+                     cell("ai_stream", lambda sc, tr: _num(rate(tr).get("cpu_us_per_req"), 1))))
+        st = by["ai_stream"].get("stream") or {}
+        conns = by["ai_stream"].get("connections")
+        ceiling = (f", ceiling {conns / st['ideal_s']:,.0f} = {conns} / "
+                   f"{st['ideal_s'] * 1000:g} ms" if st.get("ideal_s") and conns else "")
+        rows.append((f"ai_stream: streams/s, closed loop on {conns} connections{ceiling}",
+                     cell("ai_stream", lambda sc, tr: _num((tr.get("max") or {}).get("rps")))))
+        rows.append(("ai_stream: added TTFT p50 / p99 ms @ concurrency 1 (− direct)",
+                     cell("ai_stream", lambda sc, tr: _baseline(sc, tr) or " / ".join(
+                         _ms_signed(added(sc, tr, "c1", k))
+                         for k in ("ttft_p50_us", "ttft_p99_us")))))
+    if "ai_stream_512" in by:
+        conns = by["ai_stream_512"].get("connections")
+        rows.append((f"ai_stream_512: {conns} concurrent streams without a stall",
+                     cell("ai_stream_512", lambda sc, tr: stall_verdict(sc, tr)[1])))
+    idle = lambda tr: (tr.get("memory_idle") or {}).get("rss_kib")  # noqa: E731
+    peak = lambda tr: (tr.get("memory") or {}).get("hwm_kib")  # noqa: E731
+    for s in ai_scs:
+        rows.append((f"{s['name']}: RSS idle / peak MiB",
+                     cell(s["name"], lambda sc, tr: f"{_mib(idle(tr))} / {_mib(peak(tr))}")))
+    lines = ["| AI gateway (issue 16) | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    head = ("AI gateway figures (the fake provider on loopback; `direct` = the fake without a "
+            "gateway; nginx/haproxy, when present, only proxy the path: a floor):")
+    if results.get("smoke"):
+        head += " *smoke run: tiny load, not a measurement*"
+    peers = results.get("peers") or {}
+    notes = []
+    for n, rec in peers.items():
+        if rec.get("seconds") is not None:
+            notes.append(f"{n}: {rec.get('what', '')} in {rec['dir']}, installed in "
+                         f"{rec['seconds']:.0f} s, {rec.get('bytes', 0) / 1048576:,.0f} MiB")
+    out = [head, ""] + lines
+    if notes:
+        out += ["", "Peers: " + "; ".join(notes) + "."]
+    return out
+
+
 def _short_na(tr):
     if not tr:
         return "–"
@@ -416,6 +588,9 @@ def markdown(results) -> str:
     derived_lines = derived(results)
     if derived_lines:
         out += derived_lines + [""]
+    ai_lines = ai_summary(results)
+    if ai_lines:
+        out += ai_lines + [""]
     for sc in results["scenarios"]:
         out += [scenario_table(sc), ""]
     out += ["Features named by scenarios: " + "; ".join(f"`{k}` = {v}" for k, v in FEATURES.items())
@@ -489,7 +664,8 @@ def write(results, outdir) -> dict:
         for name, tr in sc.get("targets", {}).items():
             if tr.get("config"):
                 os.makedirs(cfgdir, exist_ok=True)
-                ext = {"fastgate": "yaml", "nginx": "conf", "haproxy": "cfg"}.get(name, "txt")
+                ext = {"fastgate": "yaml", "nginx": "conf", "haproxy": "cfg",
+                       "litellm": "yaml", "portkey": "json"}.get(name, "txt")
                 with open(os.path.join(cfgdir, f"{sc['name']}-{name}.{ext}"), "w") as f:
                     f.write(tr["config"])
     png = os.path.join(outdir, "results.png")

@@ -13,6 +13,9 @@ alike:
                  When a target's max throughput is below the scenario rate, the rate is
                  lowered for all (and the table says so) so that every target is measured at
                  the same offered load below its saturation.
+  3. c1 phase    scenarios with ``c1`` (the AI ones): closed loop on one connection,
+                 ``max_rounds`` rounds: latency (and time to first token) with nothing queued,
+                 read against the ``direct`` target (the fake provider without a gateway).
 
 Gateway CPU is utime+stime (+ reaped children) from /proc/<pid>/stat of the whole process tree
 of the target, sampled at the edges of the measurement window.
@@ -30,6 +33,8 @@ import time
 
 from benchmarks import procs as P
 from benchmarks import stats
+from dataclasses import replace
+
 from benchmarks.scenarios import Scenario
 from benchmarks.targets import TARGETS, HOST, Fastgate, NotApplicable, TargetError, free_port
 
@@ -50,6 +55,9 @@ class Context:
         self.workers = workers
         self.fastgate_cmd = fastgate_cmd
         self.tls_version = tls_version  # client's highest TLS version: None (best) or "1.2"
+        self.install_peers = "auto"  # benchmarks.peers: auto | yes | no
+        self.explicit_targets = ()   # targets the user named (auto installs those)
+        self.log = print
         self.redis = None        # benchmarks.redisd.RedisServer while a scenario needs one
         self.redis_error = None  # why there is none, shown as the n/a reason
         self.load_cpus = None
@@ -80,7 +88,9 @@ class Settings:
     def __init__(self, *, rounds=5, max_rounds=3, warmup=1.0, duration=3.0, procs=1,
                  rate=None, connections=None, idle_connections=None, loadgen="bundled",
                  smoke=False, pacing="precise", max_wait=0.05, retries=2, tls_version=None,
-                 log=print):
+                 install_peers="auto", explicit_targets=(), log=print):
+        self.install_peers = install_peers
+        self.explicit_targets = tuple(explicit_targets)
         self.tls_version = tls_version
         self.pacing = pacing
         self.max_wait = max_wait  # runqueue-wait fraction above which a round is retaken
@@ -171,6 +181,7 @@ def _pythonpath():
 def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections, settings,
                     load_cpus, tmp, ctx):
     _alive(prep)
+    request_head = getattr(prep, "head", None) or request_head
     nproc = max(1, min(settings.procs, connections))
     base = {"host": HOST, "port": prep.port, "request_head": request_head,
             "body_size": sc.body_size, "expect_body": sc.expect_body, "mode": mode,
@@ -178,6 +189,7 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
             "cpus": load_cpus, "procs": nproc, "ms_timer": settings.pacing == "ms",
             "ttfb": sc.ttfb,
             "grace": min(sc.timeout, 5.0)}
+    base.update(_ai_spec(sc))
     if prep.tls:
         base["tls"] = {"ca_file": ctx.tls().ca_path, "server_name": ctx.tls().server_name,
                        "version": ctx.tls_version}
@@ -225,6 +237,7 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
     m["upstream_cpu_util"] = up_s / wall if wall else None
     m["gateway_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.gw_cpus)
     m["load_cpus_busy"] = P.cpu_busy_delta(busy0, busy1, ctx.load_cpus)
+    m["interference_frac"] = _interference(prep, m, ctx)
     count = m["requests"]
     if redis_s is not None:
         m["redis_cpu_util"] = redis_s / wall if wall else None
@@ -240,6 +253,30 @@ def measure_bundled(prep, sc: Scenario, request_head, *, mode, rate, connections
     if tls:
         m["tls"] = tls[0]
     return m
+
+
+def _ai_spec(sc):
+    """The load generator's per-response checks of the AI scenarios."""
+    out = {}
+    if sc.body is not None:
+        out["body"] = sc.body.decode("latin-1")
+    if sc.markers:
+        out["markers"] = [m.decode("latin-1") for m in sc.markers]
+    if sc.ttft_marker:
+        out["ttft_marker"] = sc.ttft_marker.decode("latin-1")
+    if sc.pauses:
+        out["pauses"] = True
+    return out
+
+
+def _interference(prep, m, ctx):
+    """How much other work delayed the gateway: its run-queue wait. The threads of LiteLLM (a
+    thread pool) and Node (GC, libuv pool) also wait for each other on one core, so for them
+    it is the wait of their busiest thread, the event loop's."""
+    if not getattr(prep.target, "threads_share_cpu", False):
+        return m.get("gateway_wait_frac")
+    w, wall = (m.get("cpu_detail") or {}).get("busiest_thread_wait_s"), m.get("cpu_wall_s")
+    return w / wall if w is not None and wall else None
 
 
 def _truncate(path):
@@ -304,6 +341,10 @@ def _combine(results, cpu_s, wall, duration, sc, connected, connections, rate):
     }
     if sc.ttfb:
         m["ttfb"] = stats.summary(stats.merge(r["ttfb_hist"] or {} for r in results))
+    if sc.ttft_marker:
+        m["ttft"] = stats.summary(stats.merge(r.get("ttft_hist") or {} for r in results))
+    if sc.pauses:
+        m["pause"] = stats.summary(stats.merge(r.get("pause_hist") or {} for r in results))
     if sc.unit and count:
         units = count * sc.units_per_request
         m["cpu_us_per_unit"] = cpu_s * 1e6 / units
@@ -313,6 +354,7 @@ def _combine(results, cpu_s, wall, duration, sc, connected, connections, rate):
 def measure_wrk(prep, sc, request_head, *, connections, settings, load_cpus, tmp):
     from benchmarks import wrk
     _alive(prep)
+    request_head = getattr(prep, "head", None) or request_head
     meter = P.CpuMeter([prep.proc.pid])
     m = wrk.run(prep, sc, request_head, connections=connections,
                 duration=settings.warmup + settings.duration, cpus=load_cpus, tmp=tmp,
@@ -323,6 +365,7 @@ def measure_wrk(prep, sc, request_head, *, connections, settings, load_cpus, tmp
 
 def measure_idle(prep, sc, request_head, *, connections, settings, load_cpus, tmp):
     _alive(prep)
+    request_head = getattr(prep, "head", None) or request_head
     nproc = max(1, min(settings.procs, connections))
     root = prep.proc.pid
     before = P.memory_kib(root)
@@ -392,18 +435,20 @@ def _probe(prep, sc: Scenario, jwt_token, ctx):
 
     def send(with_auth=True):
         headers = {"Host": "bench.local"}
-        for k, v in sc.headers:
+        for k, v in tuple(sc.headers) + prep.extra_headers:
             if "{jwt}" in v and not with_auth:
                 continue
             headers[k] = v.replace("{jwt}", jwt_token or "")
-        body = b"x" * sc.body_size if sc.body_size else None
+        body = sc.request_body()
+        if body is not None:
+            headers["Content-Type"] = sc.content_type
         if prep.tls:
             conn = _TlsConnection(prep.port, ctx.client_tls(), ctx.tls().server_name,
                                   timeout=sc.timeout)
         else:
             conn = http.client.HTTPConnection(HOST, prep.port, timeout=sc.timeout)
         try:
-            conn.request(sc.method, sc.path, body=body, headers=headers)
+            conn.request(sc.method, prep.path or sc.path, body=body, headers=headers)
             r = conn.getresponse()
             data = r.read()
             if prep.tls:
@@ -421,6 +466,8 @@ def _probe(prep, sc: Scenario, jwt_token, ctx):
         raise TargetError(f"probe answered {r.status}: {data[:200]!r}")
     if sc.expect_body is not None and len(data) != sc.expect_body:
         raise TargetError(f"probe body {len(data)} bytes, expected {sc.expect_body}")
+    if "ai" in sc.features:
+        evidence["ai"] = _check_ai(sc, r, data)
     if "request_id" in sc.features and not r.getheader("X-Request-ID"):
         raise TargetError("request_id: the response has no X-Request-ID")
     if "jwt_rs256" in sc.features:
@@ -442,6 +489,20 @@ def _probe(prep, sc: Scenario, jwt_token, ctx):
     if prep.access_log:
         evidence["access_log"] = _logged_line(prep.access_log, sc.path)
     return evidence
+
+
+def _check_ai(sc, r, data):
+    """The relayed answer is the fake provider's: content, usage, stream framing."""
+    from benchmarks import ai
+    ctype = (r.getheader("Content-Type") or "").lower()
+    try:
+        if sc.streaming:
+            if "text/event-stream" not in ctype:
+                raise ai.BadAnswer(f"Content-Type {ctype!r}, not text/event-stream")
+            return ai.check_stream(data, want_usage=b"include_usage" in (sc.body or b""))
+        return ai.check_chat(data)
+    except ai.BadAnswer as e:
+        raise TargetError(f"probe: {e}") from None
 
 
 def _logged_line(path, want_path, timeout=3.0):
@@ -488,9 +549,20 @@ class _TlsConnection:
 
 def run_scenario(sc: Scenario, targets, ctx: Context, settings: Settings, load_cpus, gw_cpus):
     log = settings.log
+    if settings.smoke and sc.smoke_ai_gap_ms is not None:
+        sc = replace(sc, ai_gap_ms=sc.smoke_ai_gap_ms)
+    # a target that is not for this kind of scenario (an AI-only gateway on passthrough) is
+    # left out of its table rather than shown n/a
+    targets = [t for t in targets if t.applies(sc)]
     res = {"name": sc.name, "title": sc.title, "kind": sc.kind, "unit": sc.unit,
            "features": list(sc.features), "method": sc.method, "path": sc.path,
            "targets": {}, "notes": []}
+    if sc.ai_chunks:
+        res["stream"] = {"chunks": sc.ai_chunks, "gap_ms": sc.ai_gap_ms,
+                         "ideal_s": sc.ai_chunks * sc.ai_gap_ms / 1000.0 if sc.ai_gap_ms else 0,
+                         "stall_s": sc.stall_s}
+    if sc.request_body_size and sc.body is not None:
+        res["request_body_bytes"] = sc.request_body_size
     jwt_token = None
     if any("{jwt}" in v for _, v in sc.headers):
         try:
@@ -561,6 +633,7 @@ def _run_started(sc, targets, ctx, settings, load_cpus, gw_cpus, res, preps, hea
             continue
         try:
             prep = t.prepare(sc, conns)
+            prep.head = prep.request_head(jwt_token)
             preps.append(prep)
             tr["config"] = prep.config_text()
         except NotApplicable as e:
@@ -575,6 +648,8 @@ def _run_started(sc, targets, ctx, settings, load_cpus, gw_cpus, res, preps, hea
             ev = _probe(prep, sc, jwt_token, ctx)
             if ev:
                 tr["probe"] = ev
+            # after start-up and the probe requests, before any load
+            tr["memory_idle"] = P.memory_kib(prep.proc.pid)
             running.append(prep)
         except TargetError as e:
             tr.update(status="error", reason=str(e))
@@ -683,8 +758,8 @@ def _load_phases(sc, res, running, head, ctx, settings, load_cpus, conns):
                     m["attempts"] = attempt + 1
                     log(f"  rate r{r + 1} {prep.target.name:9s} {_line(m)}"
                         + (f"  (attempt {attempt + 1})" if attempt else ""))
-                    w = m.get("gateway_wait_frac")
-                    if best is None or (w or 0) < (best.get("gateway_wait_frac") or 0):
+                    w = m.get("interference_frac")
+                    if best is None or (w or 0) < (best.get("interference_frac") or 0):
                         best = m
                     if w is None or not settings.max_wait or w <= settings.max_wait:
                         break
@@ -695,7 +770,27 @@ def _load_phases(sc, res, running, head, ctx, settings, load_cpus, conns):
         tr = res["targets"][prep.target.name]
         if tr.get("rate_rounds"):
             tr["rate"] = _summarize(tr["rate_rounds"])
-    res["ratios"] = _ratios(res, [p.target.name for p in running])
+    if sc.c1:
+        # one connection, closed loop: nothing queues, so the latency is the path's own
+        for r in range(settings.max_rounds):
+            for prep in _rotate(running, r):
+                tr = res["targets"][prep.target.name]
+                if tr["status"] != "ok":
+                    continue
+
+                def one():
+                    m = measure_bundled(prep, sc, head, mode="closed", rate=None,
+                                        connections=1, settings=settings,
+                                        load_cpus=load_cpus, tmp=ctx.tmp, ctx=ctx)
+                    tr.setdefault("c1_rounds", []).append(m)
+                    log(f"  c1   r{r + 1} {prep.target.name:9s} {_line(m)}")
+                _guard(tr, prep, one)
+        for prep in running:
+            tr = res["targets"][prep.target.name]
+            if tr.get("c1_rounds"):
+                tr["c1"] = _summarize(tr["c1_rounds"])
+    res["ratios"] = _ratios(res, [p.target.name for p in running
+                                  if not getattr(p.target, "baseline", False)])
 
 
 def _round_rate(x):
@@ -748,6 +843,14 @@ def _summarize(rounds):
         "p999_us": med("p999_us", "latency"),
         "ttfb_p50_us": med("p50_us", "ttfb"),
         "ttfb_p99_us": med("p99_us", "ttfb"),
+        "ttft_p50_us": med("p50_us", "ttft"),
+        "ttft_p99_us": med("p99_us", "ttft"),
+        "pause_p50_us": med("p50_us", "pause"),
+        "pause_p99_us": med("p99_us", "pause"),
+        # the longest pause of any stream in any round: one stall is enough
+        "pause_max_us": max([(r.get("pause") or {}).get("max_us") for r in rounds
+                             if (r.get("pause") or {}).get("max_us") is not None], default=None),
+        "interference_frac": med("interference_frac"),
         "errors_total": sum(r["errors_total"] for r in rounds),
         "retaken": sum(r.get("tries", 1) - 1 for r in rounds),
         "unsent": sum(r.get("unsent", 0) for r in rounds),
@@ -845,15 +948,26 @@ def run(scenarios, target_names, settings: Settings, *, workers=None, fastgate_c
                       tls_version=settings.tls_version)
         ctx.upstream_pid = upstream.pid
         ctx.load_cpus, ctx.gw_cpus = load_cpus, gw_cpus
+        ctx.install_peers = settings.install_peers
+        ctx.explicit_targets = settings.explicit_targets
+        ctx.log = log
         targets = [TARGETS[n](ctx) for n in target_names]
         results["versions"] = {}
+        results["peers"] = {}
         for t in targets:
+            if not any(t.applies(sc) for sc in scenarios):
+                continue  # e.g. an AI gateway when no AI scenario runs: not even installed
             why = t.availability()
             if why:
                 ctx.unavailable[t.name] = why
                 log(f"{t.name}: n/a ({why})")
             else:
                 results["versions"][t.name] = t.version()
+            if hasattr(t, "install_record"):
+                rec = dict(t.install_record(), dir=t.home)
+                if t.install_info:
+                    rec["installed_by_this_run"] = True
+                results["peers"][t.name] = rec
         results["targets"] = target_names
         for sc in scenarios:
             log(f"== {sc.name}: {sc.title}")

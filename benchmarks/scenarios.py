@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmarks import ai
 from benchmarks.upstream import sse_body_bytes
 
 FEATURES = {
@@ -26,6 +27,9 @@ FEATURES = {
            "keep-alive, so no handshake falls in a measurement)",
     "access_log": "one JSON access-log line per request, written to a file (nginx: "
                   "`buffer=64k`)",
+    "ai": "OpenAI chat completions through the gateway's AI layer to the fake provider "
+          "(fastgate `ai:` section + `ai: {endpoint: chat}` route; LiteLLM model_list; Portkey "
+          "x-portkey-provider/custom-host headers; nginx: a plain proxy of the path, a floor)",
 }
 # features whose scenario needs the harness's redis-server running
 REDIS_FEATURES = ("rate_limit_cluster",)
@@ -53,19 +57,47 @@ class Scenario:
     timeout: float = 10.0           # a request without an answer by then is an error
     ttfb: bool = False              # also report time to the response head (streams)
     streaming: bool = False         # configure proxies the way their docs say for streams
+    # --- AI scenarios (benchmarks/ai.py) ---
+    body: bytes | None = None       # the request body itself (else body_size bytes of "x")
+    content_type: str = "application/octet-stream"
+    ai_chunks: int = 0              # content chunks of the fake's stream
+    ai_gap_ms: float = 0.0          # ms between them
+    smoke_ai_gap_ms: float | None = None  # --smoke: shorter streams fit its 0.5 s window
+    markers: tuple = ()             # bytes every relayed answer must contain
+    ttft_marker: bytes | None = None  # time to first token = until these bytes arrive
+    pauses: bool = False            # record the longest pause between body packets per stream
+    c1: bool = False                # also measure at concurrency 1 (added latency vs direct)
+    stall_s: float | None = None    # a pause longer than this inside a stream is a stall
 
-    def request_head(self, jwt_token: str | None = None) -> str:
-        lines = [f"{self.method} {self.path} HTTP/1.1", "Host: bench.local",
-                 "User-Agent: fastgate-bench", "Accept: */*"]
-        for k, v in self.headers:
+    def request_head(self, jwt_token: str | None = None, extra_headers=(),
+                     path: str | None = None) -> str:
+        lines = [f"{self.method} {path or self.path} HTTP/1.1", "Host: bench.local",
+                 "User-Agent: fastgate-bench",
+                 "Accept: " + ("application/json" if self.body is not None else "*/*")]
+        for k, v in tuple(self.headers) + tuple(extra_headers):
             if "{jwt}" in v:
                 if jwt_token is None:
                     raise ValueError("scenario needs a JWT token")
                 v = v.replace("{jwt}", jwt_token)
             lines.append(f"{k}: {v}")
-        if self.body_size or self.method in ("POST", "PUT", "PATCH"):
-            lines += ["Content-Type: application/octet-stream", f"Content-Length: {self.body_size}"]
+        size = self.request_body_size
+        if size or self.method in ("POST", "PUT", "PATCH"):
+            lines += [f"Content-Type: {self.content_type}", f"Content-Length: {size}"]
         return "\r\n".join(lines) + "\r\n\r\n"
+
+    @property
+    def request_body_size(self) -> int:
+        return len(self.body) if self.body is not None else self.body_size
+
+    def request_body(self) -> bytes | None:
+        if self.body is not None:
+            return self.body
+        return b"x" * self.body_size if self.body_size else None
+
+    @property
+    def upstream_base(self) -> str:
+        """The fake provider's base path for this scenario's stream shape (AI scenarios)."""
+        return ai.upstream_path(self.ai_chunks or ai.DEFAULT_CHUNKS, self.ai_gap_ms)
 
 
 SSE_EVENTS = 20
@@ -92,6 +124,30 @@ SCENARIOS = [
              path=f"/sse?n={SSE_EVENTS}&gap_ms=5", expect_body=sse_body_bytes(SSE_EVENTS),
              connections=64, rate=400, unit="event", units_per_request=SSE_EVENTS,
              smoke_rate=20, timeout=30, ttfb=True, streaming=True),
+]
+
+AI_CHUNKS = 20
+AI_STREAMS = 512
+AI_COMMON = dict(method="POST", path="/v1/chat/completions", content_type="application/json",
+                 expect_body=None, features=("ai",), timeout=30, c1=True)
+SCENARIOS += [
+    Scenario("ai_chat", "AI: chat completions (non-streaming) to a fake OpenAI provider",
+             body=ai.CHAT_BODY, markers=ai.CHAT_MARKERS, connections=32, rate=2000,
+             smoke_rate=20, **AI_COMMON),
+    Scenario("ai_stream", f"AI: streamed chat completions (SSE), {AI_CHUNKS} content chunks "
+             "5 ms apart",
+             body=ai.STREAM_BODY, markers=ai.STREAM_MARKERS, ttft_marker=ai.FIRST_TOKEN.encode(),
+             pauses=True, ai_chunks=AI_CHUNKS, ai_gap_ms=5, connections=64, rate=400,
+             smoke_rate=20, unit="chunk", units_per_request=AI_CHUNKS, ttfb=True,
+             streaming=True, **AI_COMMON),
+    # every connection holds a stream all the time in the closed-loop phase: 512 in flight
+    Scenario("ai_stream_512", f"AI: {AI_STREAMS} concurrent streams, {AI_CHUNKS} chunks 50 ms "
+             "apart (~1 s each)",
+             body=ai.STREAM_BODY, markers=ai.STREAM_MARKERS, ttft_marker=ai.FIRST_TOKEN.encode(),
+             pauses=True, ai_chunks=AI_CHUNKS, ai_gap_ms=50, smoke_ai_gap_ms=10,
+             connections=AI_STREAMS, rate=400, smoke_connections=32, smoke_rate=20,
+             unit="chunk", units_per_request=AI_CHUNKS, ttfb=True, streaming=True,
+             stall_s=1.0, **dict(AI_COMMON, c1=False)),
 ]
 
 BY_NAME = {s.name: s for s in SCENARIOS}

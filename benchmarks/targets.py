@@ -1,4 +1,6 @@
-"""The proxies under test: fastgate, nginx, HAProxy.
+"""The proxies under test: fastgate, nginx, HAProxy, the floor relay, the AI gateways LiteLLM
+and Portkey (benchmarks/peers.py, installed on demand outside the repo) and ``direct`` (the
+fake provider itself, no gateway: the baseline of the added-latency figures).
 
 Each target turns a scenario into a config of its own (in the run's temp dir, never a system
 config), starts one instance pinned to the gateway CPUs and says when it is ready. A scenario
@@ -18,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 
+from benchmarks import ai
 from benchmarks.procs import Proc
 from benchmarks.tls_fixture import TLS12_CIPHERS
 
@@ -37,7 +40,35 @@ class TargetError(Exception):
     """The target failed on a scenario it should support (counts as a gateway error)."""
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port to listen on, below the kernel's ephemeral range: a port chosen by bind(0) is
+    an ephemeral one, and between the choice and the target's listen() an outgoing connection
+    (another gateway's to the upstream, the load generator's) may take it: EADDRINUSE."""
+    import random
+    low = _ephemeral_low()
+    if low > 2048:
+        for _ in range(200):
+            p = random.randint(max(1024, low - 12000), low - 1)
+            if p in _handed_out:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind((HOST, p))
+                except OSError:
+                    continue
+            _handed_out.add(p)
+            return p
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
@@ -59,7 +90,8 @@ def wait_port(port: int, proc: Proc, timeout: float) -> None:
 
 
 class Prepared:
-    def __init__(self, target, scenario, port, argv, workdir, env=None, access_log=None):
+    def __init__(self, target, scenario, port, argv, workdir, env=None, access_log=None,
+                 extra_headers=(), path=None):
         self.target = target
         self.scenario = scenario
         self.port = port
@@ -69,10 +101,18 @@ class Prepared:
         self.access_log = access_log  # the file the target logs requests to, if any
         self.tls = "tls" in scenario.features
         self.proc: Proc | None = None
+        # what this target's clients send besides the scenario's own request: API keys,
+        # Portkey's routing headers; the direct target's path is the fake's own
+        self.extra_headers = tuple(extra_headers)
+        self.path = path
+
+    def request_head(self, jwt_token=None) -> str:
+        return self.scenario.request_head(jwt_token, self.extra_headers, self.path)
 
     def config_text(self) -> str | None:
         """The generated config (kept with the results: what exactly ran)."""
-        for name in ("fastgate.yaml", "nginx.conf", "haproxy.cfg"):
+        for name in ("fastgate.yaml", "nginx.conf", "haproxy.cfg", "litellm.yaml",
+                     "package.json"):
             path = os.path.join(self.workdir, name)
             if os.path.exists(path):
                 with open(path) as f:
@@ -80,11 +120,22 @@ class Prepared:
         return None
 
 
+def ai_client_headers(scenario, key):
+    """An OpenAI client's API key, for AI scenarios only."""
+    return (("Authorization", f"Bearer {key}"),) if "ai" in scenario.features else ()
+
+
 class Target:
     name = "?"
+    baseline = False  # not a gateway: left out of the ratio columns
 
     def __init__(self, ctx):
         self.ctx = ctx  # benchmarks.runner.Context: tmp dir, upstream port, fixtures, workers
+
+    def applies(self, scenario) -> bool:
+        """False: the scenario is not for this kind of target, which is left out of its table
+        altogether (an AI-only gateway in a passthrough scenario), rather than shown n/a."""
+        return True
 
     def availability(self) -> str | None:
         """None when usable, else the reason it is not."""
@@ -111,6 +162,10 @@ class Target:
         d = os.path.join(self.ctx.tmp, f"{self.name}-{scenario.name}")
         os.makedirs(d, exist_ok=True)
         return d
+
+    def ai_base_url(self, scenario) -> str:
+        """The fake provider's OpenAI base URL for this scenario's stream shape."""
+        return f"http://{HOST}:{self.ctx.upstream_port}{scenario.upstream_base}"
 
     def redis_url(self) -> str:
         """URL of the scenario's redis-server (started by the runner), or n/a without one."""
@@ -203,6 +258,15 @@ class Fastgate(Target):
                                "min_version": "TLSv1.2"}
         if "access_log" in feats:
             cfg["logging"]["access_log"] = self.access_log_path(scenario)
+        if "ai" in feats:
+            # SPEC "AI gateway": one openai provider (the fake), one model, a chat route
+            cfg["ai"] = {
+                "providers": {"fake": {"type": "openai", "base_url": self.ai_base_url(scenario),
+                                       "api_key": ai.PROVIDER_KEY}},
+                "models": [{"name": ai.MODEL, "provider": "fake", "model": ai.MODEL,
+                            "price": {"input_per_1k": 0.00015, "output_per_1k": 0.0006}}]}
+            cfg["routes"].insert(0, {"name": "llm", "paths": ["/v1/chat/completions"],
+                                     "ai": {"endpoint": "chat"}})
         # request_id: always on in fastgate (SPEC: X-Request-ID generated and echoed)
         return cfg
 
@@ -246,7 +310,8 @@ class Fastgate(Target):
             argv += ["--workers", str(self.ctx.workers)]
         return Prepared(self, scenario, port, argv, wd, env=self._env(),
                         access_log=(self.access_log_path(scenario)
-                                    if "access_log" in scenario.features else None))
+                                    if "access_log" in scenario.features else None),
+                        extra_headers=ai_client_headers(scenario, ai.CLIENT_KEY))
 
     def wait_ready(self, prep):
         # fastgate says "listening on ADDR" on stderr per listener when it is ready
@@ -369,6 +434,14 @@ class Nginx(Target):
                              "ssl_prefer_server_ciphers on;"]
         if "metrics" in feats:
             server_extra.append("location = /nginx_status { stub_status; }")
+        if "ai" in feats:
+            # no AI work at all: the path proxied to the fake provider, the floor of the rows
+            server_extra.append(
+                "location = /v1/chat/completions { "
+                f"proxy_pass http://bench{scenario.upstream_base}/chat/completions; "
+                "proxy_http_version 1.1; proxy_set_header Connection \"\"; "
+                "proxy_set_header Host $host; "
+                "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }")
         if "request_id" in feats:
             loc_extra.append("proxy_set_header X-Request-ID $request_id;")
             loc_extra.append("add_header X-Request-ID $request_id always;")
@@ -440,7 +513,8 @@ http {{
         return Prepared(self, scenario, port,
                         [self.binary(), "-p", wd, "-c", path, "-e", os.path.join(wd, "error.log")],
                         wd, access_log=(self.access_log_path(scenario, wd)
-                                        if "access_log" in scenario.features else None))
+                                        if "access_log" in scenario.features else None),
+                        extra_headers=ai_client_headers(scenario, ai.PROVIDER_KEY))
 
     def access_log_path(self, scenario, wd):
         return os.path.join(wd, "access.log")
@@ -508,6 +582,10 @@ class Haproxy(Target):
         if "metrics" in feats:
             # counters are always on in HAProxy; this exposes them like fastgate's admin API
             fe += ["stats enable", "stats uri /haproxy_stats"]
+        if "ai" in feats:
+            # a plain proxy of the path to the fake provider: a floor, no AI work
+            fe.append(f"http-request set-path {scenario.upstream_base}%[path] "
+                      "if { path /v1/chat/completions }")
         fe_text = "\n    ".join(fe)
         bind, proto = f"{HOST}:{port} backlog 4096", "http"
         if "tls" in feats:
@@ -553,7 +631,8 @@ backend bench
         if r.returncode != 0:
             msg = (r.stderr or r.stdout).strip().splitlines()
             raise TargetError("haproxy -c: " + (msg[-1] if msg else f"exit {r.returncode}"))
-        return Prepared(self, scenario, port, [self.binary(), "-db", "-f", path], wd)
+        return Prepared(self, scenario, port, [self.binary(), "-db", "-f", path], wd,
+                        extra_headers=ai_client_headers(scenario, ai.PROVIDER_KEY))
 
 
 class Floor(Target):
@@ -585,9 +664,44 @@ class Floor(Target):
         return Prepared(self, scenario, port, argv, wd, env=env)
 
 
+class Direct(Target):
+    """The fake provider itself, called by the load generator with no gateway in between: a
+    second instance of benchmarks.upstream pinned to the gateway CPUs like any target, so
+    that "gateway p99 minus direct p99" is what a gateway adds (its work plus one hop)."""
+
+    name = "direct"
+    baseline = True
+
+    def applies(self, scenario):
+        return "ai" in scenario.features
+
+    def availability(self):
+        return None
+
+    def version(self):
+        return "the fake OpenAI provider (benchmarks/upstream.py) called directly"
+
+    def prepare(self, scenario, connections):
+        if set(scenario.features) - {"ai"}:
+            raise NotApplicable("no features (the fake provider itself)")
+        wd = self._workdir(scenario)
+        port = free_port()
+        argv = [sys.executable, "-m", "benchmarks.upstream", "--port", str(port)]
+        pp = os.environ.get("PYTHONPATH")
+        env = dict(os.environ, PYTHONPATH=REPO + (os.pathsep + pp if pp else ""))
+        return Prepared(self, scenario, port, argv, wd, env=env,
+                        extra_headers=ai_client_headers(scenario, ai.PROVIDER_KEY),
+                        path=scenario.upstream_base + "/chat/completions")
+
+
 TARGETS = {"fastgate": Fastgate, "fastgate-base": FastgateBase, "nginx": Nginx,
-           "haproxy": Haproxy, "floor": Floor}
+           "haproxy": Haproxy, "floor": Floor, "direct": Direct}
 
 
 def _tail(proc, n=3):
     return " | ".join(ln.strip() for ln in proc.log_tail(n).splitlines() if ln.strip())
+
+
+# the AI gateways (benchmarks/peers.py) build on the classes above and add themselves to
+# TARGETS; whichever of the two modules is imported first, both are complete afterwards
+import benchmarks.peers  # noqa: E402,F401

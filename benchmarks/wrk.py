@@ -32,7 +32,10 @@ def _lua(sc, request_head, path):
         if k.lower() in ("host", "content-length"):
             continue
         hdrs.append(f'wrk.headers["{k}"] = "{v.strip()}"')
-    body = f'wrk.body = string.rep("x", {sc.body_size})' if sc.body_size else ""
+    if sc.body is not None:  # the AI scenarios' JSON, as a Lua long string
+        body = "wrk.body = [==[" + sc.body.decode("latin-1") + "]==]"
+    else:
+        body = f'wrk.body = string.rep("x", {sc.body_size})' if sc.body_size else ""
     with open(path, "w") as f:
         f.write(f'wrk.method = "{sc.method}"\n' + "\n".join(hdrs) + "\n" + body + "\n")
 
@@ -74,7 +77,7 @@ def run(prep, sc, request_head, *, connections, duration, cpus, tmp, meter):
     _lua(sc, request_head, script)
     secs = max(1, int(round(duration)))
     # wrk speaks TLS for https:// URLs (it does not verify the certificate; the probes did)
-    url = f"{'https' if prep.tls else 'http'}://{HOST}:{prep.port}{sc.path}"
+    url = f"{'https' if prep.tls else 'http'}://{HOST}:{prep.port}{prep.path or sc.path}"
     outp = os.path.join(tmp, f"wrk-{prep.target.name}-{sc.name}.out")
     with open(outp, "wb") as out:
         meter.start()

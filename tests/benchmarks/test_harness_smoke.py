@@ -25,7 +25,13 @@ def test_smoke_against_nginx(tmp_path):
     res = json.loads((out / "results.json").read_text())
     by = {s["name"]: s for s in res["scenarios"]}
     assert set(by) == {"passthrough", "tls", "limit_local", "limit_cluster", "access_log",
-                       "full_chain", "body_1mib", "idle_10k", "sse"}
+                       "full_chain", "body_1mib", "idle_10k", "sse", "ai_chat", "ai_stream",
+                       "ai_stream_512"}
+    # nginx only proxies the AI path to the fake provider: the floor row of those tables
+    for name in ("ai_chat", "ai_stream", "ai_stream_512"):
+        t = by[name]["targets"]["nginx"]
+        assert t["status"] == "ok", t
+        assert "intact" in t["probe"]["ai"]
     # nginx open source has no JWT validation nor a shared limit: reported, not failed
     assert by["full_chain"]["targets"]["nginx"]["status"] == "n/a"
     assert "needs jwt_rs256" in by["full_chain"]["targets"]["nginx"]["reason"]
