@@ -66,7 +66,8 @@ class Metrics:
 
     __slots__ = ("_routes", "_auth_failures", "_rate_limited", "_waf_blocked",
                  "_connections", "_upstream_healthy", "_ai_tokens", "_ai_cost", "_reloads",
-                 "config_version", "_usage_requests", "_usage_ai")
+                 "config_version", "_usage_requests", "_usage_ai", "_overload_shed",
+                 "_overload_gauges")
 
     def __init__(self):
         self._routes: dict[str, _RouteStats] = {}
@@ -82,6 +83,8 @@ class Metrics:
         # usage for GET /usage, handed over (and reset) by drain_usage()
         self._usage_requests: dict[tuple[str, str, int], int] = {}   # consumer, route, day
         self._usage_ai: dict[tuple[str, str], list] = {}           # consumer, model
+        self._overload_shed: dict[str, int] = {}                   # reason -> count
+        self._overload_gauges = (0, 0.0, 0)     # in flight, loop lag (s), RSS (bytes)
 
     # -- the hot call -----------------------------------------------------------------------
     def request_done(self, route: str, method: str, code: int, duration_s: float,
@@ -126,6 +129,15 @@ class Metrics:
         key = (route, rule)
         d = self._waf_blocked
         d[key] = d.get(key, 0) + 1
+
+    def overload_shed(self, reason: str) -> None:
+        """One request refused by the overload policy (reason: inflight, loop_lag, rss)."""
+        d = self._overload_shed
+        d[reason] = d.get(reason, 0) + 1
+
+    def overload_state(self, inflight: int, loop_lag_s: float, rss_bytes: int) -> None:
+        """The overload monitor's view, handed over once a second (not per request)."""
+        self._overload_gauges = (inflight, loop_lag_s, rss_bytes)
 
     def conn_opened(self) -> None:
         self._connections += 1
@@ -222,12 +234,17 @@ class Metrics:
                 "fastgate_ai_cost_usd_total": [[a, b, n] for (a, b), n
                                                in self._ai_cost.items()],
                 "fastgate_config_reloads_total": [[k, n] for k, n in self._reloads.items()],
+                "fastgate_overload_shed_total": [[k, n] for k, n
+                                                 in self._overload_shed.items()],
             },
             "gauges": {
                 "fastgate_connections_active": [[self._connections]],
                 "fastgate_config_version": [[self.config_version]],
                 "fastgate_upstream_healthy": [[a, b, n] for (a, b), n
                                               in self._upstream_healthy.items()],
+                "fastgate_overload_inflight": [[self._overload_gauges[0]]],
+                "fastgate_overload_loop_lag_seconds": [[self._overload_gauges[1]]],
+                "fastgate_overload_rss_bytes": [[self._overload_gauges[2]]],
             },
             "histograms": {
                 "fastgate_request_duration_seconds": durations,
@@ -253,6 +270,7 @@ _COUNTERS = {
     "fastgate_ai_tokens_total": (("model", "consumer", "kind"), "AI tokens used, as counted by the provider; kind is input or output."),
     "fastgate_ai_cost_usd_total": (("model", "consumer"), "AI cost in US dollars from the configured model prices."),
     "fastgate_config_reloads_total": (("result",), "Configuration reloads by result (success or failure)."),
+    "fastgate_overload_shed_total": (("reason",), "Requests refused with 503 overloaded, by reason (inflight, loop_lag, rss)."),
 }
 # how a gauge combines across worker processes
 _GAUGES = {
@@ -263,10 +281,15 @@ _GAUGES = {
     # every worker of an instance serves the same version once an apply is done; during one,
     # the instance is only as new as its oldest worker
     "fastgate_config_version": ((), "Version of the config in service (admin API; 0 without one).", "min"),
+    # the overload policy's inputs (0 without `overload`): each worker sheds on its own
+    "fastgate_overload_inflight": ((), "Requests in flight as overload.max_inflight counts them (summed over workers).", "sum"),
+    "fastgate_overload_loop_lag_seconds": ((), "Event-loop lag as overload.max_loop_lag_ms sees it, the largest over the last second (of any worker).", "max"),
+    "fastgate_overload_rss_bytes": ((), "Resident memory as overload.max_rss_mb sees it (the largest worker).", "max"),
 }
 # label sets exposed (as 0) even before anything happened, so alerts and rate() see them
 _ALWAYS = {
     "fastgate_config_reloads_total": ((RELOAD_OK,), (RELOAD_FAILED,)),
+    "fastgate_overload_shed_total": (("inflight",), ("loop_lag",), ("rss",)),
 }
 _HISTOGRAMS = {
     "fastgate_request_duration_seconds": (("route",), "Time from request head parsed to last response byte sent."),

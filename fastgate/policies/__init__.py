@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 
 REGISTRY = (
+    "fastgate.policies.overload",     # first: a shed request costs nothing more
     "fastgate.policies.ip",
     "fastgate.policies.cors",         # before auth: preflights carry no credentials
     "fastgate.policies.lifecycle",
@@ -24,6 +25,7 @@ REGISTRY = (
     "fastgate.policies.rate_limit",
     "fastgate.policies.budget",       # after rate_limit: AI token limits, then AI spend
     "fastgate.policies.transform",
+    "fastgate.policies.validate",     # request-body phase: JSON bodies against a schema
     "fastgate.policies.plugins",      # third-party policies: last, after the built-in ones
 )
 
