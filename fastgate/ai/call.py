@@ -334,7 +334,7 @@ class AICall:
             return
         self.cancelled = True
         self._drop_provider()
-        if self.reservations is not None and not self.settled:
+        if not self.settled:
             tr = self.translator
             self._settle(tr.usage if tr is not None else None)
 
@@ -391,14 +391,14 @@ class AICall:
 
     def _refuse(self, status, code, message):
         ex = self.ex
-        if self.reservations is not None and not self.settled:
+        if not self.settled:
             self._settle(None, failed=True)
         ex.call = None
         ex.conn.resume(P_WAITING)
         ex.answer_error(status, code, message)
 
     def _fail(self, status, code, message):
-        if self.reservations is not None and not self.settled:
+        if not self.settled:
             self._settle(None, failed=True)
         ex = self.ex
         if self.head_sent:

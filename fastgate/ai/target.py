@@ -160,9 +160,14 @@ class AITarget:
             ex.answer_error(405, "method_not_allowed", "use POST", [(b"allow", b"POST")])
             return None
         call = AICall(self, ex)
-        pending = ex.take_pending() if ex.pending else None
-        if pending:
-            call.parts.extend(pending)
+        if ex.request_body is not None:
+            # The route's request-body policies (validate, waf) had the body buffered and
+            # may have replaced it: that is the body.
+            call.parts.append(ex.request_body)
+        else:
+            pending = ex.take_pending() if ex.pending else None
+            if pending:
+                call.parts.extend(pending)
         if ex.body_done:
             call.run()
             if ex.finished:

@@ -325,8 +325,10 @@ class Exchange(ResponseSide, RequestContext):
             self.waiting.cancel()
             self.waiting = None
         self.drop_target()
-        if was_active and not self.finished and not self.status:
-            self.status = 499  # client closed before the response (nginx's convention)
+        if was_active and not self.finished:
+            # Logged (and counted) with what went out: 499 when the client closed before the
+            # response (nginx's convention), else the status of the head it was sent.
+            self.status = self.status or 499
             self.finished = True
             self.log()
 
