@@ -95,6 +95,10 @@ def ai_config(llm, tmp_path, **extra) -> dict:
              "auth": {"using": ["keys"]},
              "ai": {"endpoint": "chat",
                     "models": [m["name"] for m in models if "emb" not in m["name"]]}},
+            {"name": "checked", "paths": ["/checked/v1/chat/completions"],
+             "ai": {"endpoint": "chat", "models": ["gpt"]},
+             "validate": {"json_schema": {"type": "object", "required": ["model", "messages"],
+                                          "properties": {"max_tokens": {"maximum": 100}}}}},
             {"name": "emb", "paths": ["/v1/embeddings"], "auth": {"using": ["keys"]},
              "ai": {"endpoint": "embeddings", "models": ["emb", "gem-emb"]}},
             {"name": "sentiment", "paths": ["/apis/sentiment"], "methods": ["POST"],
@@ -476,3 +480,12 @@ def test_provider_over_tls_verified_and_timeouts(tmp_path):
             assert r.model == "lax"
         finally:
             g.stop()
+
+
+def test_ai_route_with_request_validation(gw):
+    c = openai.OpenAI(base_url=gw.url + "/checked/v1", api_key="x", max_retries=0)
+    r = c.chat.completions.create(model="gpt", messages=MSGS, max_tokens=50)
+    assert r.choices[0].message.content == "echo: hello there gateway"
+    with pytest.raises(openai.BadRequestError) as ei:
+        c.chat.completions.create(model="gpt", messages=MSGS, max_tokens=500)
+    assert ei.value.code == "invalid_request" and "max_tokens" in str(ei.value.body)
