@@ -1,0 +1,178 @@
+"""The inspection engine: ``Engine(rules, exclude_args, exclude_headers).inspect(...)``.
+
+Two stages. The fast path decodes the whole request into one buffer (Cython,
+fastgate._core.wafdecode.fast_view) and runs one Hyperscan scan over it; a benign request
+ends there. When a pattern matches, the request is split into parts (fastgate.waf.parts),
+each part decoded and scanned on its own, and only the rule classes whose patterns matched that
+part run their precise detector on it (tokenizers and structural checks in sqli, xss,
+traversal, cmdi, extra). The first detector that fires gives the Match.
+
+Bounds: the body is cut at ``inspect_body_bytes``; a part longer than ``SMALL`` bytes is
+judged in windows around its prefilter matches (at most ``MAX_WINDOWS`` per class); the precise
+stage stops after ``precise_budget`` bytes or ``DEADLINE_S`` seconds per request, so an attack
+does not hold the event loop for 1 ms. A request that exhausts the budget with suspicious
+parts left unjudged passes (``on_budget="pass"``, the default, like ModSecurity's
+ProcessPartial: a deadline must not turn machine noise into false positives) or is blocked
+(``on_budget="block"``: padding is then no bypass, at the price of blocking huge prose bodies). ``inspect`` never raises: an internal error returns
+``Match("waf_error", "engine")`` (fail closed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import zip_longest
+from time import perf_counter
+
+from fastgate._core.wafdecode import decode, fast_view, remember_clean
+from fastgate.waf import cmdi, extra, sqli, traversal, xss
+from fastgate.waf.parts import FRAMING_HEADERS, collect
+from fastgate.waf.prefilter import Prefilter
+
+__all__ = ("Engine", "Match", "RULES", "DEFAULT_RULES")
+
+DEFAULT_RULES = ("sqli", "xss", "path_traversal", "command_injection")
+RULES = DEFAULT_RULES + ("rfi", "php", "java")
+# Order of judgement within a part (attribution only: any match blocks).
+_ORDER = ("path_traversal", "java", "command_injection", "sqli", "xss", "php", "rfi")
+_DETECTORS = {
+    "sqli": sqli.detect, "xss": xss.detect, "path_traversal": traversal.detect,
+    "command_injection": cmdi.detect, "rfi": extra.detect_rfi, "php": extra.detect_php,
+    "java": extra.detect_java,
+}
+SMALL = 512          # values up to this size are judged whole
+BEFORE, AFTER = 320, 160   # a window around a prefilter match in a longer value
+MAX_WINDOWS = 8      # per class and value
+DEADLINE_S = 0.0009  # the precise stage stops after this long (the loop is not held 1 ms)
+# Samples that take every detector through its regexes once, so that no request pays for
+# compiling them (Engine.__init__ runs them: "warm before the swap").
+_WARM = (
+    b"/w?a=1%27%20or%201=1--&b=%3Cscript%3Ealert(1)%3C/script%3E&c=..%2f..%2fetc%2fpasswd"
+    b"&d=;cat%20/etc/passwd&e=$(id)&f=%60id%60&g=for%20%25a%20in%20(x)%20do%20y&h=if%20exist%20x"
+    b"&i=${jndi:ldap://x/a}&j=php://filter&k=http://1.2.3.4/x?&l=/e?c/p?sswd&m={cat,/etc/passwd}"
+    b"&n=select%20a%20from%20b&o=javascript:alert(1)&p=%22%20onmouseover=x()&q=union%20select"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Where and why a request was refused: ``rule`` is the rule class (``sqli`` ...),
+    ``part`` the location (``args:id``, ``headers:user-agent``, ``body:json:user.name``)."""
+    rule: str
+    part: str
+
+
+class Engine:
+    __slots__ = ("rules", "_pf", "_skip", "_exclude_args", "_exclude_headers", "_body_limit",
+                 "_order", "_budget", "_detail", "_clean", "_on_budget")
+
+    def __init__(self, rules=DEFAULT_RULES, exclude_args=(), exclude_headers=(),
+                 inspect_body_bytes: int = 65536, precise_budget: int = 32768,
+                 on_budget: str = "pass"):
+        rules = tuple(dict.fromkeys(rules))
+        unknown = [r for r in rules if r not in _DETECTORS]
+        if unknown or not rules:
+            raise ValueError(f"unknown or no WAF rules: {unknown or rules}")
+        self.rules = rules
+        self._order = tuple(r for r in _ORDER if r in rules)
+        self._pf = Prefilter(self._order)
+        self._exclude_args = frozenset(a.lower() for a in exclude_args)
+        self._exclude_headers = frozenset(
+            (h.lower().encode("latin-1") if isinstance(h, str) else h.lower()) for h in exclude_headers)
+        self._skip = frozenset(FRAMING_HEADERS | self._exclude_headers)
+        self._body_limit = int(inspect_body_bytes)
+        self._budget = int(precise_budget)
+        if on_budget not in ("block", "pass"):
+            raise ValueError("on_budget must be 'block' or 'pass'")
+        self._on_budget = on_budget
+        self._detail = None
+        # Header values seen clean before (User-Agent, Accept... repeat across requests):
+        # bounded, cleared when full; a clean verdict depends only on the value's bytes.
+        self._clean = {}
+        self._warm()
+
+    def _warm(self) -> None:
+        for text in _WARM.decode().split("&"):
+            t = decode(text.encode()).decode("latin-1").lower()
+            for det in _DETECTORS.values():
+                for kind in ("value", "name", "header", "path", "filename", "jsonkey"):
+                    det(t, kind)
+        self.inspect(b"GET", _WARM, [(b"user-agent", b"warm; x")], b'{"a": "b c"}', b"application/json")
+
+    def inspect(self, method: bytes, raw_target: bytes, headers, body, content_type) -> Match | None:
+        """None, or the Match of the first part a detector judges an attack."""
+        try:
+            if type(headers) is not list:
+                headers = list(headers)
+            view = fast_view(raw_target, headers, body, self._skip, self._body_limit, self._clean)
+            if not self._pf.any(view):
+                remember_clean(headers, self._skip, self._clean)
+                return None
+            return self._precise(raw_target, headers, body, content_type)
+        except Exception:  # noqa: BLE001 - a WAF must answer; a bug fails closed
+            return Match("waf_error", "engine")
+
+    def explain(self, method, raw_target, headers, body, content_type):
+        """(Match or None, detector rule name): what inspect decided and which check fired."""
+        self._detail = None
+        m = self.inspect(method, raw_target, headers, body, content_type)
+        return m, self._detail
+
+    def _precise(self, raw_target, headers, body, content_type) -> Match | None:
+        budget = self._budget
+        pf = self._pf
+        deadline = perf_counter() + DEADLINE_S
+        for name, kind, raw in collect(raw_target, headers, body, content_type,
+                                       self._exclude_args, self._exclude_headers, self._body_limit):
+            if perf_counter() > deadline:
+                return self._exhausted(name, None)
+            if kind == "header" and "filename" in name:
+                kind = "filename"
+            v = decode(raw)
+            if len(v) <= SMALL:
+                classes = pf.classes(v)
+                if not classes:
+                    continue
+                text = v.decode("latin-1").lower()
+                jobs = [(cls, text) for cls in classes]
+            else:
+                # A long value: judge windows around the prefilter's matches, not the whole.
+                hits = pf.offsets(v)
+                if not hits:
+                    continue
+                text = v.decode("latin-1").lower()
+                per = [[(cls, w) for w in _windows(text, hits[cls])] for cls in self._order if cls in hits]
+                jobs = [job for group in zip_longest(*per) for job in group if job is not None]
+            for cls, t in jobs:
+                if budget <= 0 or perf_counter() > deadline:
+                    return self._exhausted(name, cls)
+                budget -= len(t)
+                why = _DETECTORS[cls](t, kind)
+                if why:
+                    self._detail = (why, t[:300])
+                    return Match(cls, name)
+        return None
+
+
+    def _exhausted(self, part, cls):
+        """The precise stage ran out of budget with parts still to judge."""
+        self._detail = ("budget", "")
+        if self._on_budget == "pass":
+            return None
+        return Match(cls or self._order[0], part)
+
+
+def _windows(text: str, ends) -> list:
+    """Merged windows around match ends; one not at the value's start begins with a marker
+    so that start-of-value rules do not take it for the value's start."""
+    out = []
+    a0 = b0 = -1
+    for e in ends:
+        a, b = max(0, e - BEFORE), min(len(text), e + AFTER)
+        if a0 >= 0 and a <= b0:
+            b0 = max(b0, b)
+            continue
+        if a0 >= 0:
+            out.append((a0, b0))
+        a0, b0 = a, b
+    if a0 >= 0:
+        out.append((a0, b0))
+    return [text[a:b] if a == 0 else "\x03 " + text[a:b] for a, b in out[:MAX_WINDOWS]]

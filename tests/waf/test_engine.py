@@ -1,0 +1,118 @@
+"""Engine API: Match and part names, excludes, body kinds, and fuzz safety (never raises)."""
+import json
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fastgate.waf import DEFAULT_RULES, RULES, Engine, Match
+
+H = [(b"host", b"api.example.com:8443"), (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"),
+     (b"accept", b"*/*")]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(rules=RULES)
+
+
+def test_benign_passes(engine):
+    body = json.dumps({"name": "Seán O'Brien", "note": "select a color; 1 or 2 items"}).encode()
+    assert engine.inspect(b"POST", b"/api/orders?q=union+station", H, body, b"application/json") is None
+
+
+@pytest.mark.parametrize("target, headers, body, ctype, part, rule", [
+    (b"/a?id=1%27%20or%20%271%27=%271", [], None, None, "args:id", "sqli"),
+    (b"/a?%3Cscript%3E=1", [], None, None, "args_names", "xss"),
+    (b"/a/..%2f..%2f..%2fetc%2fpasswd", [], None, None, "path", "path_traversal"),
+    (b"/a", [(b"x-custom", b"; cat /etc/shadow")], None, None, "headers:x-custom", "path_traversal"),
+    (b"/a", [(b"x-forwarded-host", b"x`id`")], None, None, "headers:x-forwarded-host", "command_injection"),
+    (b"/a", [(b"user-agent", b"${jndi:ldap://x/a}")], None, None, "headers:user-agent", "java"),
+    (b"/a", [(b"cookie", b"a=1; session=<script>alert(1)</script>")], None, None, "cookies:session", "xss"),
+    (b"/a", [], b'{"user": {"name": "x\' or 1=1--"}}', b"application/json", "body:json:user.name", "sqli"),
+    (b"/a", [], b'{"<script>": 1}', b"application/json", "body:json_keys:$", "xss"),
+    (b"/a", [], b"comment=%3Cimg+src%3Dx+onerror%3Dalert(1)%3E", b"application/x-www-form-urlencoded",
+     "body:form:comment", "xss"),
+    (b"/a", [], b'--XX\r\nContent-Disposition: form-data; name="notes"\r\n\r\n; ls -la /\r\n--XX--\r\n',
+     b"multipart/form-data; boundary=XX", "body:multipart:notes", "command_injection"),
+    (b"/a", [], b'--XX\r\nContent-Disposition: form-data; name="f"; filename="../../x.php"\r\n'
+     b'Content-Type: image/png\r\n\r\n\x89PNG\r\n--XX--\r\n', b"multipart/form-data; boundary=XX",
+     "body:multipart_filename:f", "path_traversal"),
+    (b"/a", [], b'<r><a x="1 union select password from users"/></r>', b"application/xml", "body:xml", "sqli"),
+    (b"/a", [], b"{not json ' or 1=1 --", b"application/json", "body", "sqli"),
+])
+def test_match_names_the_part(engine, target, headers, body, ctype, part, rule):
+    m = engine.inspect(b"POST", target, H + headers, body, ctype)
+    assert m == Match(rule, part)
+
+
+def test_part_never_holds_the_payload(engine):
+    m = engine.inspect(b"GET", b"/a?%27%20or%201=1--=x", H, None, None)
+    assert m is not None and "or" not in m.part
+    m = engine.inspect(b"POST", b"/a", H, b'{"\' or 1=1--": {"x": "<script>alert(1)</script>"}}', b"application/json")
+    assert m is not None and "script" not in m.part and "or 1" not in m.part
+
+
+def test_rules_and_excludes():
+    e = Engine(rules=("xss",), exclude_args=("comment",), exclude_headers=("x-raw-html",))
+    assert e.inspect(b"GET", b"/a?id=1%27%20or%201=1--", H, None, None) is None        # sqli off
+    assert e.inspect(b"GET", b"/a?comment=<script>alert(1)</script>", H, None, None) is None
+    assert e.inspect(b"GET", b"/a", H + [(b"x-raw-html", b"<script>x</script>")], None, None) is None
+    assert e.inspect(b"GET", b"/a?other=<script>alert(1)</script>", H, None, None) == Match("xss", "args:other")
+    with pytest.raises(ValueError):
+        Engine(rules=("nope",))
+    assert Engine().rules == DEFAULT_RULES
+
+
+def test_body_limit_is_respected():
+    e = Engine(inspect_body_bytes=100)
+    body = b"a=" + b"x" * 200 + b"&b=<script>alert(1)</script>"
+    assert e.inspect(b"POST", b"/", H, body, b"application/x-www-form-urlencoded") is None
+
+
+def test_header_clean_cache_does_not_hide_attacks(engine):
+    for _ in range(3):
+        assert engine.inspect(b"GET", b"/", H, None, None) is None
+    assert engine.inspect(b"GET", b"/", H + [(b"referer", b"x' or '1'='1")], None, None) is not None
+
+
+@pytest.mark.parametrize("payload", [
+    b"%", b"%%%%", b"%zz%u12%uZZZZ", b"&#x110000000;&#99999999999;", b"\\u{FFFFFFFFF}\\uD800",
+    b"\xff\xfe\xc0\xc1\xe0\x80", b"\x00" * 100, b"{" * 5000, b"[" * 100000, b'{"a":' * 3000 + b"1" + b"}" * 3000,
+    b"'" * 10000, b"<" * 10000, b"/*" * 10000, b"${" * 5000, b"../" * 20000, b"a=" + b"%25" * 20000,
+])
+def test_malformed_never_raises(engine, payload):
+    for ctype in (None, b"application/json", b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=",
+                  b"multipart/form-data; boundary=x", b"text/xml"):
+        m = engine.inspect(b"POST", b"/x?" + payload[:2000], H + [(b"x-a", payload[:4000])], payload, ctype)
+        assert m is None or isinstance(m, Match)
+        assert m is None or m.rule != "waf_error"
+
+
+def test_deep_json_is_bounded(engine):
+    deep = b'{"a":' * 200 + b'"<script>alert(1)</script>"' + b"}" * 200
+    m = engine.inspect(b"POST", b"/", H, deep, b"application/json")
+    assert m is None or isinstance(m, Match)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=300), st.binary(max_size=600))
+def test_fuzz_never_raises(target, header, body):
+    e = _FUZZ_ENGINE
+    for ctype in (None, b"application/json", b"multipart/form-data; boundary=a", b"application/xml"):
+        m = e.inspect(b"POST", b"/" + target, [(b"x-f", header), (b"cookie", header)], body, ctype)
+        assert m is None or (isinstance(m, Match) and m.rule != "waf_error")
+
+
+_FUZZ_ENGINE = Engine(rules=RULES)
+
+
+def test_random_mutations_of_attacks_never_raise(engine):
+    rng = random.Random(5)
+    seeds = [b"1' or '1'='1", b"<script>alert(1)</script>", b"../../etc/passwd", b";cat /etc/passwd", b"${jndi:x}"]
+    for _ in range(300):
+        s = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            s[rng.randrange(len(s))] = rng.randrange(256)
+        m = engine.inspect(b"GET", b"/?a=" + bytes(s), H, bytes(s), b"application/json")
+        assert m is None or (isinstance(m, Match) and m.rule != "waf_error")
