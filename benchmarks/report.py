@@ -428,8 +428,8 @@ def derived(results) -> list[str]:
         v, why = ratio(fig(num, target), fig(den, target))
         return f"{num} / {den} " + (f"**{v:.2f}×** ({why})" if v is not None else f"– ({why})")
 
-    def fmt_delta(num, target):
-        a, b = fig(num, target), fig("passthrough", target)
+    def fmt_delta(num, target, base="passthrough"):
+        a, b = fig(num, target), fig(base, target)
         v, why = ratio(a, b)
         if v is None:
             return None
@@ -452,11 +452,13 @@ def derived(results) -> list[str]:
                          f"{_num(r.get('redis_cpu_us_per_req'), 2)} µs of its own CPU per request")
         lines.append("- **rate limit scopes, fastgate** (gateway CPU µs/req): "
                      + " · ".join(parts))
-    for scn, label in (("access_log", "access log adds (access_log − passthrough)"),
-                       ("tls", "TLS adds (tls − passthrough)")):
-        if scn not in by or "passthrough" not in by:
+    for scn, label, base in (
+            ("access_log", "access log adds (access_log − passthrough)", "passthrough"),
+            ("tls", "TLS adds (tls − passthrough)", "passthrough"),
+            ("waf", "the WAF adds to benign traffic (waf − api_body)", "api_body")):
+        if scn not in by or base not in by:
             continue
-        parts = [p for p in (fmt_delta(scn, t) for t in results.get("targets", [])) if p]
+        parts = [p for p in (fmt_delta(scn, t, base) for t in results.get("targets", [])) if p]
         if parts:
             lines.append(f"- **{label}**, gateway CPU per request: " + " · ".join(parts))
     if not lines:

@@ -27,6 +27,8 @@ FEATURES = {
            "keep-alive, so no handshake falls in a measurement)",
     "access_log": "one JSON access-log line per request, written to a file (nginx: "
                   "`buffer=64k`)",
+    "waf": "the WAF in block mode (fastgate `waf: {mode: block}`, the four default rules, "
+           "body inspection on; nginx: only with ModSecurity + CRS, else n/a)",
     "ai": "OpenAI chat completions through the gateway's AI layer to the fake provider "
           "(fastgate `ai:` section + `ai: {endpoint: chat}` route; LiteLLM model_list; Portkey "
           "x-portkey-provider/custom-host headers; nginx: a plain proxy of the path, a floor)",
@@ -101,6 +103,12 @@ class Scenario:
 
 
 SSE_EVENTS = 20
+API_PATH = "/tiny?q=union+station+opening+hours&sort=-created_at&page=2&lang=en-GB"
+API_BODY = (b'{"customer":{"name":"Siobhan O\'Brien","email":"siobhan@example.com"},'
+            b'"items":[{"sku":"A-1042","qty":2,"note":"gift wrap, please"},'
+            b'{"sku":"B-7","qty":1,"note":"select the blue one if the red is sold out"}],'
+            b'"shipping":{"street":"12 Drop Lane","city":"Cork","zip":"T12 X70"},'
+            b'"comment":"Call me at 5 pm; the door code is 1234 or ask the neighbour."}')
 
 SCENARIOS = [
     Scenario("passthrough", "Passthrough, tiny responses"),
@@ -120,6 +128,13 @@ SCENARIOS = [
              unit="MiB", units_per_request=2.0, smoke_connections=2, smoke_rate=20, timeout=30),
     Scenario("idle_10k", "10,000 idle keep-alive connections", kind="idle", connections=10000,
              smoke_connections=200, timeout=30),
+    # A realistic API request: a search query and a ~300-byte JSON body, without and with
+    # the WAF (report.derived() prints what the WAF adds).
+    Scenario("api_body", "POST with a realistic query and JSON body", method="POST",
+             path=API_PATH, body=API_BODY, content_type="application/json"),
+    Scenario("waf", "The same POST through the WAF (block mode, benign)", method="POST",
+             path=API_PATH, body=API_BODY, content_type="application/json",
+             features=("waf",)),
     Scenario("sse", f"SSE streams, {SSE_EVENTS} events 5 ms apart",
              path=f"/sse?n={SSE_EVENTS}&gap_ms=5", expect_body=sse_body_bytes(SSE_EVENTS),
              connections=64, rate=400, unit="event", units_per_request=SSE_EVENTS,

@@ -258,6 +258,8 @@ class Fastgate(Target):
                                "min_version": "TLSv1.2"}
         if "access_log" in feats:
             cfg["logging"]["access_log"] = self.access_log_path(scenario)
+        if "waf" in feats:
+            route["waf"] = {"mode": "block"}
         if "ai" in feats:
             # SPEC "AI gateway": one openai provider (the fake), one model, a chat route
             cfg["ai"] = {
@@ -406,6 +408,9 @@ class Nginx(Target):
         if "rate_limit_cluster" in feats:
             raise NotApplicable("needs rate_limit_cluster (nginx open source keeps limit_req "
                                 "state per instance; it has no Redis-backed limit)")
+        if "waf" in feats:
+            raise NotApplicable("needs waf (nginx + ModSecurity + CRS is not wired into the "
+                                "harness yet)")
         if "rate_limit" in feats:
             http_extra.append("limit_req_zone $binary_remote_addr zone=bench:10m rate=1000000r/s;")
             loc_extra.append("limit_req zone=bench burst=1000000 nodelay;")
@@ -582,6 +587,8 @@ class Haproxy(Target):
         if "metrics" in feats:
             # counters are always on in HAProxy; this exposes them like fastgate's admin API
             fe += ["stats enable", "stats uri /haproxy_stats"]
+        if "waf" in feats:
+            raise NotApplicable("needs waf (HAProxy open source has none)")
         if "ai" in feats:
             # a plain proxy of the path to the fake provider: a floor, no AI work
             fe.append(f"http-request set-path {scenario.upstream_base}%[path] "

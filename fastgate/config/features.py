@@ -16,9 +16,7 @@ from typing import Any
 
 from .source import document_order, format_path
 
-UNSUPPORTED: set[str] = {
-    "routes[].waf",
-}
+UNSUPPORTED: set[str] = set()     # every feature of the SPEC has landed
 
 _SEG = re.compile(r"([^.\[\]]+)(\[\])?")
 

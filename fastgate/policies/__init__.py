@@ -19,6 +19,7 @@ REGISTRY = (
     "fastgate.policies.overload",     # first: a shed request costs nothing more
     "fastgate.policies.ip",
     "fastgate.policies.cors",         # before auth: preflights carry no credentials
+    "fastgate.policies.waf",          # before auth: an attack costs no token verification
     "fastgate.policies.lifecycle",
     "fastgate.policies.auth",
     "fastgate.policies.subscription",  # after auth: it checks the consumer auth named
@@ -29,9 +30,7 @@ REGISTRY = (
     "fastgate.policies.plugins",      # third-party policies: last, after the built-in ones
 )
 
-PENDING = (
-    "fastgate.policies.waf",
-)
+PENDING = ()
 
 
 def load_builders():

@@ -467,8 +467,8 @@ routes:
         "routes[0].transform.request.remove_query[0]: must not be empty",
         "routes[0].transform.response.add_headers: unknown key (did you mean 'set_headers'?)",
         "routes[0].waf.mode: must be one of block | monitor, got 'log'",
-        "routes[0].waf.rules[1]: must be one of sqli | xss | path_traversal | command_injection, "
-        "got 'ssrf'",
+        "routes[0].waf.rules[1]: must be one of sqli | xss | path_traversal | command_injection "
+        "| rfi | php | java, got 'ssrf'",
         "routes[0].cors.origins[1]: expected an origin (scheme://host[:port], no path) or '*', "
         "got 'https://a.example.com/path'",
         "routes[0].cors.credentials: browsers refuse credentials with origin '*'; list the origins",

@@ -28,14 +28,15 @@ def sample_policy(monkeypatch):
 
 
 def test_registry_order_and_builders_unchanged():
-    assert list(sections.route_keys()) == ["ip", "cors", "lifecycle", "auth", "subscription",
-                                           "rate_limits", "budget", "transform", "validate",
-                                           "plugins", "waf"]
+    assert list(sections.route_keys()) == ["ip", "cors", "waf", "lifecycle", "auth",
+                                           "subscription", "rate_limits", "budget", "transform",
+                                           "validate", "plugins"]
     assert list(sections.top_keys()) == ["overload", "consumers", "auth", "subscriptions"]
     assert "auth" in top_level_keys() and "cors" in route_level_keys()
     assert [b.__module__ for b in fastgate.policies.load_builders()] == [
         "fastgate.policies.overload",
-        "fastgate.policies.ip", "fastgate.policies.cors", "fastgate.policies.lifecycle",
+        "fastgate.policies.ip", "fastgate.policies.cors", "fastgate.policies.waf",
+        "fastgate.policies.lifecycle",
         "fastgate.policies.auth", "fastgate.policies.subscription",
         "fastgate.policies.rate_limit", "fastgate.policies.budget",
         "fastgate.policies.transform", "fastgate.policies.validate",

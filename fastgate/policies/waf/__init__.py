@@ -1,7 +1,127 @@
-"""`routes[].waf`: request inspection (sqli, xss, path traversal, command injection).
+"""`routes[].waf`: the web application firewall (engine: fastgate.waf).
 
-Only the config exists so far (config.py); the handler has not landed, so the key is refused
-by fastgate.config.UNSUPPORTED. When it lands: ``build(route_cfg, services)`` here, this
-module's name moved from ``fastgate.policies.PENDING`` into ``REGISTRY``, and the entry
-removed from UNSUPPORTED.
+Two phases:
+
+* access: the request line and every header (the path raw and decoded, query argument
+  names and values, header and cookie values) are inspected before anything else of the
+  request is read, so an attack in the URL or a header is refused before its body arrives;
+* request body: up to ``inspect_body_bytes`` of the body (form, JSON keys and string values,
+  text parts of multipart, other text), once it is all here (the route buffers the body up
+  to its ``max_body_bytes`` for this: the upstream never sees a body that was not inspected).
+
+A match in ``mode: block`` answers 403 ``waf_blocked`` and the request never reaches the
+upstream; in ``mode: monitor`` it is forwarded. Either way ``fastgate_waf_blocked_total
+{route,rule}`` counts it and the access-log line gets ``waf_rule``, ``waf_part`` (where it
+matched, e.g. ``args:id``, ``headers:user-agent``, ``body:json:user.name``) and
+``waf_action``: never the matched value. ``exclude`` tunes it the way CRS users do:
+argument and header names never inspected, and paths (exact or a trailing ``/*`` prefix)
+not inspected at all.
+
+The engine (a compiled Hyperscan database and the detectors) is kept across reloads while
+the route's settings are unchanged.
 """
+from __future__ import annotations
+
+import logging
+
+from fastgate.policies.base import Reject
+from fastgate.waf import Engine
+
+log = logging.getLogger("fastgate.waf")
+
+_BLOCKED = Reject(403, "waf_blocked", "request blocked by the web application firewall")
+
+
+class _Engine:
+    """What the process state keeps: the engine (nothing to close)."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, cfg):
+        self.engine = Engine(rules=tuple(cfg.rules), exclude_args=tuple(cfg.exclude_args),
+                             exclude_headers=tuple(cfg.exclude_headers))
+
+
+class WafPolicy:
+    name = "waf"
+    __slots__ = ("engine", "block", "route_name", "metrics", "exact", "prefixes",
+                 "body_bytes")
+
+    def __init__(self, route_name, cfg, engine, metrics):
+        self.engine = engine
+        self.block = cfg.mode == "block"
+        self.route_name = route_name
+        self.metrics = metrics
+        self.exact = frozenset(p.encode() for p in cfg.exclude_paths if not p.endswith("/*"))
+        self.prefixes = tuple(p[:-1].encode() for p in cfg.exclude_paths if p.endswith("/*"))
+        self.body_bytes = cfg.inspect_body_bytes
+
+    def _excluded(self, ctx) -> bool:
+        path = ctx.path if ctx.path else ctx.head.path
+        if path in self.exact:
+            return True
+        for p in self.prefixes:
+            if path.startswith(p) or path == p[:-1]:
+                return True
+        return False
+
+    def _matched(self, ctx, m):
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.waf_blocked(self.route_name, m.rule)
+        fields = ctx.log_fields
+        if fields is None:
+            fields = ctx.log_fields = {}
+        fields["waf_rule"] = m.rule
+        fields["waf_part"] = m.part
+        fields["waf_action"] = "block" if self.block else "monitor"
+        if self.block:
+            return _BLOCKED
+        log.info("waf (monitor) route %s: rule %s matched in %s (request %s)",
+                 self.route_name, m.rule, m.part, ctx.request_id)
+        return None
+
+    def access(self, ctx):
+        if (self.prefixes or self.exact) and self._excluded(ctx):
+            return None
+        head = ctx.head
+        target = head.path + b"?" + head.query if head.query else head.path
+        m = self.engine.inspect(head.method, target, head.headers, None, None)
+        if m is None:
+            return None
+        return self._matched(ctx, m)
+
+
+
+class WafBodyPolicy(WafPolicy):
+    """The same, with body inspection (``inspect_body_bytes`` > 0): the route buffers
+    bodies for it."""
+
+    __slots__ = ()
+
+    def request_body(self, ctx, body):
+        if not body:
+            return None
+        if ctx.log_fields is not None and "waf_rule" in ctx.log_fields:
+            return None             # monitor mode: the head already matched
+        if (self.prefixes or self.exact) and self._excluded(ctx):
+            return None
+        head = ctx.head
+        m = self.engine.inspect(head.method, b"/", (), body[:self.body_bytes],
+                                head.get(b"content-type"))
+        if m is None:
+            return None
+        return self._matched(ctx, m)
+
+
+def build(route_cfg, services):
+    cfg = getattr(route_cfg, "waf", None)
+    if cfg is None:
+        return None
+    settings = (tuple(cfg.rules), tuple(cfg.exclude_args), tuple(cfg.exclude_headers))
+    kept = services.keep("waf_engine", settings, settings, lambda: _Engine(cfg))
+    cls = WafBodyPolicy if cfg.inspect_body_bytes > 0 else WafPolicy
+    return cls(route_cfg.name, cfg, kept.engine, services.metrics)
+
+
+__all__ = ["WafBodyPolicy", "WafPolicy", "build"]
