@@ -103,12 +103,12 @@ class Scenario:
 
 
 SSE_EVENTS = 20
-API_PATH = "/tiny?q=union+station+opening+hours&sort=-created_at&page=2&lang=en-GB"
+API_PATH = "/tiny?q=running+shoes&sort=-created_at&page=2&lang=en-GB"
 API_BODY = (b'{"customer":{"name":"Siobhan O\'Brien","email":"siobhan@example.com"},'
             b'"items":[{"sku":"A-1042","qty":2,"note":"gift wrap, please"},'
-            b'{"sku":"B-7","qty":1,"note":"select the blue one if the red is sold out"}],'
-            b'"shipping":{"street":"12 Drop Lane","city":"Cork","zip":"T12 X70"},'
-            b'"comment":"Call me at 5 pm; the door code is 1234 or ask the neighbour."}')
+            b'{"sku":"B-7","qty":1,"note":"the blue one if the red is sold out"}],'
+            b'"shipping":{"street":"12 Harbour Lane","city":"Cork","zip":"T12 X70"},'
+            b'"comment":"Please call before delivery, thanks!"}')
 
 SCENARIOS = [
     Scenario("passthrough", "Passthrough, tiny responses"),

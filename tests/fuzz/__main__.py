@@ -17,12 +17,13 @@ import os
 import sys
 
 HARNESSES = ("request_parser", "response_parser", "normalize_path", "config", "jwt",
-             "ai_stream")
+             "ai_stream", "waf")
 NATIVE_MODULES = ("http", "router")
 INSTRUMENT = {
     "config": ["fastgate.config", "fastgate.policies", "fastgate.plugin"],
     "jwt": ["fastgate.policies.auth"],
     "ai_stream": ["fastgate.ai"],
+    "waf": ["fastgate.waf"],
 }
 
 

@@ -9,6 +9,7 @@ UUIDs, base64, forms and multipart uploads.
 """
 from __future__ import annotations
 
+import os
 import base64
 import json
 import random
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
     rules = ("sqli", "xss", "path_traversal", "command_injection")
     if argv and argv[0] == "--all":
         rules += ("rfi", "php", "java")
-    engine = Engine(rules=rules)
+    engine = Engine(rules=rules, on_budget=os.environ.get("FASTGATE_WAF_ON_BUDGET", "block"))
     reqs = requests()
     blocked = evaluate(engine, reqs)
     for r, m, why in blocked:
