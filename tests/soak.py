@@ -13,7 +13,8 @@ Passes when, after the warm-up (the first fifth, at most a minute), RSS grew -- 
 lowest point after the warm-up (the tracemalloc snapshot taken then costs memory for a while)
 to the mean of the last three samples -- by less than
 ``--max-growth-mib`` (5), the fd count stayed flat (the last third of the samples peaks at
-most 4 above the first third's peak: the churning connections make it move), and
+most max(4, connections / 2) above the first third's peak: the churning connections make
+it move), and
 no request failed. On failure (and with tracing on, the default) the top allocation growth
 between the end of the warm-up and the end is printed from tracemalloc.
 """
@@ -209,12 +210,18 @@ def main(argv=None) -> int:
     # where it ended: a leak only ever climbs
     tail = after[-3:]
     growth_mib = (sum(s[1] for s in tail) / len(tail) - min(s[1] for s in after)) / 1024
-    # open fds move with the churning connections at each sample; a leak climbs: the last
-    # third may not rise above the first third's peak by more than a few
+    # open fds move with the churning connections at each sample (each of the load's
+    # connections closes and reopens every 1-50 requests, so at a sample anywhere from a few
+    # to all of them are open); a leak climbs without bound: the last third may not rise
+    # above the first third's peak by more than half the load's connections (a short CI
+    # pass has a handful of samples, and its first third can be one sample taken while
+    # connections were reopening: 51 then 56, 56, 56 was seen on a healthy gateway)
     third = max(1, len(after) // 3)
     fd_growth = max(s[2] for s in after[-third:]) - max(s[2] for s in after[:third])
+    fd_slack = max(4, args.connections // 2)
     rate = (after[-1][3] - after[0][3]) / max(1e-9, after[-1][0] - after[0][0])
-    ok = growth_mib < args.max_growth_mib and fd_growth <= 4 and not load.failed and code == 0
+    ok = (growth_mib < args.max_growth_mib and fd_growth <= fd_slack and not load.failed
+          and code == 0)
     print(json.dumps({"seconds": round(seconds), "warmup_s": round(warmup),
                       "requests_ok": load.ok, "failed": len(load.failed),
                       "rate": round(rate), "rss_mib_after_warmup": round(min(s[1] for s in after) / 1024, 1),
