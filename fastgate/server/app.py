@@ -215,6 +215,15 @@ class Gateway:
             # The process did not run for a while: the answers and requests that arrived
             # meanwhile are waiting in the sockets. Read them first (timers run before I/O in
             # a loop iteration), then count deadlines, so a stall alone times nothing out.
+            # With thousands of sockets ready, reading them takes several loop iterations
+            # (an epoll call returns at most 1,024): every deadline also moves by the time
+            # the process stood still, which it could not have spent waiting.
+            lag = now - self._sweep_due
+            for proto in self.connections:
+                if proto.deadline_kind:
+                    proto.deadline += lag
+                if proto.up_deadline:
+                    proto.up_deadline += lag
             self._sweep_deferred = True
             self.loop.call_later(0.001, self._sweep)
             return
