@@ -123,7 +123,7 @@ class Engine:
         for name, kind, raw in collect(raw_target, headers, body, content_type,
                                        self._exclude_args, self._exclude_headers, self._body_limit):
             if perf_counter() > deadline:
-                return self._exhausted(name, None)
+                return self._out_of_time()
             if kind == "header" and "filename" in name:
                 kind = "filename"
             v = decode(raw)
@@ -142,8 +142,10 @@ class Engine:
                 per = [[(cls, w) for w in _windows(text, hits[cls])] for cls in self._order if cls in hits]
                 jobs = [job for group in zip_longest(*per) for job in group if job is not None]
             for cls, t in jobs:
-                if budget <= 0 or perf_counter() > deadline:
+                if budget <= 0:
                     return self._exhausted(name, cls)
+                if perf_counter() > deadline:
+                    return self._out_of_time()
                 budget -= len(t)
                 why = _DETECTORS[cls](t, kind)
                 if why:
@@ -152,8 +154,16 @@ class Engine:
         return None
 
 
+    def _out_of_time(self):
+        """The precise stage ran out of time (``DEADLINE_S``) with parts still to judge: the
+        request passes whatever ``on_budget`` says. How far a request got in 0.9 ms depends
+        on the machine and its load, and a verdict must not (a busy CI machine refused a
+        benign body that way); the byte budget is what bounds the work deterministically."""
+        self._detail = ("deadline", "")
+        return None
+
     def _exhausted(self, part, cls):
-        """The precise stage ran out of budget with parts still to judge."""
+        """The precise stage ran out of its byte budget with parts still to judge."""
         self._detail = ("budget", "")
         if self._on_budget == "pass":
             return None
