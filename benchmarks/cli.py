@@ -13,6 +13,8 @@ examples:
   python -m benchmarks                         every scenario, fastgate vs nginx vs haproxy
   python -m benchmarks --smoke                 a few seconds, tiny load (what CI runs)
   python -m benchmarks --targets nginx,haproxy --scenarios passthrough,sse
+  python -m benchmarks --scenarios api_body,waf --targets fastgate,nginx_modsec
+                                               the WAF against nginx + ModSecurity + CRS
   python -m benchmarks --loadgen wrk           max-throughput phase via wrk (cross-check)
   python -m benchmarks --publish               ...and copy the table to results/latest.md
   python -m benchmarks --scenarios ai_chat,ai_stream,ai_stream_512 \
@@ -25,7 +27,7 @@ answered errors on a scenario it supports; 2 usage; 3 when the harness itself br
 """
 
 
-DEFAULT_TARGETS = "fastgate,nginx,haproxy,floor,litellm,portkey,direct"
+DEFAULT_TARGETS = "fastgate,nginx,nginx_modsec,haproxy,floor,litellm,portkey,direct"
 
 
 def parse_args(argv):
@@ -35,10 +37,12 @@ def parse_args(argv):
         description="Load benchmarks of fastgate against nginx and HAProxy, on loopback.",
         epilog=EXAMPLES)
     ap.add_argument("--targets", default=None,
-                    help="comma list of fastgate, nginx, haproxy, floor (a bare uvloop + "
-                         "httptools relay), fastgate-base (--base-repo), litellm, portkey (AI "
-                         "gateways, ai_* scenarios only), direct (the fake AI provider called "
-                         "without a gateway: the baseline of added latency); the first is the "
+                    help="comma list of fastgate, nginx, nginx_modsec (nginx + ModSecurity v3 "
+                         "+ OWASP CRS, PL1 blocking: the waf scenario only), haproxy, floor (a "
+                         "bare uvloop + httptools relay), fastgate-base (--base-repo), litellm, "
+                         "portkey (AI gateways, ai_* scenarios only), direct (the fake AI "
+                         "provider called without a gateway: the baseline of added latency); "
+                         "the first is the "
                          f"subject of the ratio columns (default: {DEFAULT_TARGETS})")
     ap.add_argument("--install-peers", choices=("auto", "yes", "no"), default="auto",
                     help="install LiteLLM / Portkey when missing (into $FASTGATE_BENCH_PEERS "

@@ -666,8 +666,8 @@ def write(results, outdir) -> dict:
         for name, tr in sc.get("targets", {}).items():
             if tr.get("config"):
                 os.makedirs(cfgdir, exist_ok=True)
-                ext = {"fastgate": "yaml", "nginx": "conf", "haproxy": "cfg",
-                       "litellm": "yaml", "portkey": "json"}.get(name, "txt")
+                ext = {"fastgate": "yaml", "nginx": "conf", "nginx_modsec": "conf",
+                       "haproxy": "cfg", "litellm": "yaml", "portkey": "json"}.get(name, "txt")
                 with open(os.path.join(cfgdir, f"{sc['name']}-{name}.{ext}"), "w") as f:
                     f.write(tr["config"])
     png = os.path.join(outdir, "results.png")

@@ -28,7 +28,8 @@ FEATURES = {
     "access_log": "one JSON access-log line per request, written to a file (nginx: "
                   "`buffer=64k`)",
     "waf": "the WAF in block mode (fastgate `waf: {mode: block}`, the four default rules, "
-           "body inspection on; nginx: only with ModSecurity + CRS, else n/a)",
+           "body inspection on; nginx: n/a; nginx_modsec: ModSecurity v3 + OWASP CRS, paranoia "
+           "level 1, blocking at inbound anomaly score 5, request bodies inspected)",
     "ai": "OpenAI chat completions through the gateway's AI layer to the fake provider "
           "(fastgate `ai:` section + `ai: {endpoint: chat}` route; LiteLLM model_list; Portkey "
           "x-portkey-provider/custom-host headers; nginx: a plain proxy of the path, a floor)",

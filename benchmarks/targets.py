@@ -1,6 +1,8 @@
-"""The proxies under test: fastgate, nginx, HAProxy, the floor relay, the AI gateways LiteLLM
-and Portkey (benchmarks/peers.py, installed on demand outside the repo) and ``direct`` (the
-fake provider itself, no gateway: the baseline of the added-latency figures).
+"""The proxies under test: fastgate, nginx, ``nginx_modsec`` (the same nginx config plus
+ModSecurity v3 and OWASP CRS in blocking mode: the ``waf`` scenario's peer, n/a elsewhere),
+HAProxy, the floor relay, the AI gateways LiteLLM and Portkey (benchmarks/peers.py, installed
+on demand outside the repo) and ``direct`` (the fake provider itself, no gateway: the baseline
+of the added-latency figures).
 
 Each target turns a scenario into a config of its own (in the run's temp dir, never a system
 config), starts one instance pinned to the gateway CPUs and says when it is ready. A scenario
@@ -116,7 +118,12 @@ class Prepared:
             path = os.path.join(self.workdir, name)
             if os.path.exists(path):
                 with open(path) as f:
-                    return f.read()
+                    text = f.read()
+                modsec = os.path.join(self.workdir, "main.conf")  # nginx_modsec's rules file
+                if name == "nginx.conf" and os.path.exists(modsec):
+                    with open(modsec) as f:
+                        text += f"\n# ---- {modsec} ----\n" + f.read()
+                return text
         return None
 
 
@@ -408,9 +415,11 @@ class Nginx(Target):
         if "rate_limit_cluster" in feats:
             raise NotApplicable("needs rate_limit_cluster (nginx open source keeps limit_req "
                                 "state per instance; it has no Redis-backed limit)")
+        main_extra = []
         if "waf" in feats:
-            raise NotApplicable("needs waf (nginx + ModSecurity + CRS is not wired into the "
-                                "harness yet)")
+            waf_main, waf_http = self.waf_directives(scenario, wd)
+            main_extra += waf_main
+            http_extra += waf_http
         if "rate_limit" in feats:
             http_extra.append("limit_req_zone $binary_remote_addr zone=bench:10m rate=1000000r/s;")
             loc_extra.append("limit_req zone=bench burst=1000000 nodelay;")
@@ -454,6 +463,7 @@ class Nginx(Target):
         # client plus upstream connections, within the fds this process may open
         worker_connections = max(1024, min(MAX_CONNECTIONS * 2, self.ctx.nofile - 100))
         return f"""
+{' '.join(main_extra)}
 worker_processes {w};
 daemon off;
 master_process on;
@@ -504,6 +514,11 @@ http {{
 }}
 """
 
+    def waf_directives(self, scenario, wd):
+        """(main-context, http-context) directives that turn a WAF on: nginx itself has none."""
+        raise NotApplicable("needs waf (nginx has none: the nginx_modsec target is nginx + "
+                            "ModSecurity v3 + OWASP CRS)")
+
     def prepare(self, scenario, connections):
         wd = self._workdir(scenario)
         port = free_port()
@@ -523,6 +538,164 @@ http {{
 
     def access_log_path(self, scenario, wd):
         return os.path.join(wd, "access.log")
+
+
+# --- nginx + ModSecurity v3 + OWASP CRS ------------------------------------------------------
+
+MODSEC_MODULE = "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so"
+# ModSecurity's recommended base config: upstream's name for it first, then the copies the
+# Debian connector package (libnginx-mod-http-modsecurity) ships; each has unicode.mapping
+# beside it, which its SecUnicodeMapFile names relative to itself
+MODSEC_BASE = ("/etc/modsecurity/modsecurity.conf-recommended",
+               "/usr/share/nginx/docs/modsecurity/modsecurity.conf",
+               "/etc/nginx/modsecurity.conf")
+CRS_SETUP = "/etc/modsecurity/crs/crs-setup.conf"
+CRS_RULES = "/usr/share/modsecurity-crs/rules"
+# the Debian package's (optional) exclusion files around the rules, as its owasp-crs.load
+CRS_BEFORE = "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf"
+CRS_AFTER = "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"
+CRS_PARANOIA = 1
+CRS_INBOUND_THRESHOLD = 5
+CRS_OUTBOUND_THRESHOLD = 4
+
+
+def modsec_base_conf():
+    return next((p for p in MODSEC_BASE if os.path.isfile(p)), None)
+
+
+def crs_rule_files():
+    import glob
+    return sorted(glob.glob(os.path.join(CRS_RULES, "*.conf")))
+
+
+class NginxModsec(Nginx):
+    """nginx with the ModSecurity v3 connector and OWASP CRS in blocking mode: the peer of
+    fastgate's WAF in the ``waf`` scenario (and of benchmarks/waf_compare.py). The nginx
+    config is the ``nginx`` target's plus ``modsecurity on; modsecurity_rules_file main.conf``;
+    main.conf (in the target's working dir) includes ModSecurity's recommended config, turns
+    the rule engine to blocking, keeps request bodies inspected (its rule 200001 hands
+    application/json to the JSON body processor), turns off the audit log, the debug log and
+    the response body inspection (fastgate's WAF inspects requests only), then includes
+    crs-setup.conf at paranoia level 1 (inbound anomaly threshold 5) and the CRS rule files,
+    minus any this ModSecurity refuses to load (REQUEST-910 without GeoIP, if so)."""
+
+    name = "nginx_modsec"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.excluded = {}    # rule file -> why ModSecurity refused it
+        self._rules = None    # the rule files that load, found once per target
+
+    def availability(self):
+        why = super().availability()
+        if why:
+            return why
+        if not os.path.isfile(MODSEC_MODULE):
+            return (f"no ModSecurity nginx module ({MODSEC_MODULE}: apt-get install "
+                    "libnginx-mod-http-modsecurity)")
+        if not modsec_base_conf():
+            return "no ModSecurity base config (" + ", ".join(MODSEC_BASE) + ")"
+        if not os.path.isfile(CRS_SETUP) or not crs_rule_files():
+            return (f"no OWASP CRS ({CRS_SETUP}, {CRS_RULES}/*.conf: apt-get install "
+                    "modsecurity-crs)")
+        return None
+
+    def version(self):
+        import glob
+        lib = next(iter(sorted(glob.glob("/usr/lib/*/libmodsecurity.so.3*")
+                               + glob.glob("/usr/local/modsecurity/lib/libmodsecurity.so.3*"))),
+                   "")
+        ms = os.path.basename(os.path.realpath(lib)).replace("libmodsecurity.so.", "") if lib \
+            else "?"
+        crs = "?"
+        try:
+            with open(os.path.join(CRS_RULES, "REQUEST-901-INITIALIZATION.conf")) as f:
+                for line in f:
+                    if "Core Rule Set ver." in line:
+                        crs = line.split("ver.", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        return (f"{super().version()} + ModSecurity {ms} + OWASP CRS {crs} "
+                f"(PL{CRS_PARANOIA}, blocking)")
+
+    def main_conf(self, wd, rule_files):
+        """ModSecurity's rules file for this run (a string; written to wd/main.conf)."""
+        tmp = os.path.join(wd, "modsec-tmp")
+        os.makedirs(tmp, exist_ok=True)
+        lines = [
+            "# generated by benchmarks/targets.py (nginx_modsec)",
+            f"Include {modsec_base_conf()}",
+            "SecRuleEngine On",
+            "SecRequestBodyAccess On",
+            "SecResponseBodyAccess Off",
+            "SecAuditEngine Off",
+            f"SecAuditLog {os.path.join(wd, 'modsec_audit.log')}",
+            "SecDebugLogLevel 0",
+            "SecStatusEngine Off",
+            f"SecTmpDir {tmp}",
+            f"SecDataDir {tmp}",
+            f"Include {CRS_SETUP}",
+            # the settings crs-setup.conf ships commented out (ids 900000, 900110); set
+            # before REQUEST-901, which only fills in the ones left unset
+            f'SecAction "id:900000,phase:1,nolog,pass,t:none,'
+            f'setvar:tx.paranoia_level={CRS_PARANOIA}"',
+            f'SecAction "id:900110,phase:1,nolog,pass,t:none,'
+            f'setvar:tx.inbound_anomaly_score_threshold={CRS_INBOUND_THRESHOLD},'
+            f'setvar:tx.outbound_anomaly_score_threshold={CRS_OUTBOUND_THRESHOLD}"',
+        ]
+        if os.path.isfile(CRS_BEFORE):
+            lines.append(f"Include {CRS_BEFORE}")
+        lines += [f"Include {p}" for p in rule_files]
+        if os.path.isfile(CRS_AFTER):
+            lines.append(f"Include {CRS_AFTER}")
+        return "\n".join(lines) + "\n"
+
+    def _nginx_t(self, conf_path, wd):
+        r = subprocess.run([self.binary(), "-t", "-p", wd, "-c", conf_path, "-e",
+                            os.path.join(wd, "error.log")], capture_output=True, text=True,
+                           timeout=120)
+        return None if r.returncode == 0 else (r.stderr or r.stdout or f"exit {r.returncode}")
+
+    def rule_files(self, wd):
+        """The CRS rule files that this ModSecurity loads: every one, minus each that a
+        minimal nginx config with it fails ``nginx -t`` on (named in the error)."""
+        if self._rules is not None:
+            return self._rules
+        files = crs_rule_files()
+        main = os.path.join(wd, "main.conf")
+        probe = os.path.join(wd, "modsec-check.conf")
+        with open(probe, "w") as f:
+            f.write(f"load_module {MODSEC_MODULE};\npid {os.path.join(wd, 'check.pid')};\n"
+                    "events { worker_connections 64; }\n"
+                    f"http {{ modsecurity on; modsecurity_rules_file {main}; "
+                    f"server {{ listen {HOST}:1; }} }}\n")  # -t binds nothing
+        while True:
+            with open(main, "w") as f:
+                f.write(self.main_conf(wd, files))
+            err = self._nginx_t(probe, wd)
+            if err is None:
+                break
+            bad = next((p for p in files if p in err), None)
+            if bad is None:
+                line = next((ln for ln in err.splitlines() if "[emerg]" in ln), err.strip())
+                raise TargetError(f"ModSecurity + CRS do not load: {line}")
+            self.excluded[bad] = " ".join(err.split())[:300]
+            files.remove(bad)
+        self._rules = files
+        return files
+
+    def waf_directives(self, scenario, wd):
+        main = os.path.join(wd, "main.conf")
+        with open(main, "w") as f:
+            f.write(self.main_conf(wd, self.rule_files(wd)))
+        return ([f"load_module {MODSEC_MODULE};"],
+                ["modsecurity on;", f"modsecurity_rules_file {main};"])
+
+    def prepare(self, scenario, connections):
+        if "waf" not in scenario.features:
+            raise NotApplicable("only the waf scenario")
+        return super().prepare(scenario, connections)
 
 
 # --- HAProxy --------------------------------------------------------------------------------
@@ -702,7 +875,7 @@ class Direct(Target):
 
 
 TARGETS = {"fastgate": Fastgate, "fastgate-base": FastgateBase, "nginx": Nginx,
-           "haproxy": Haproxy, "floor": Floor, "direct": Direct}
+           "nginx_modsec": NginxModsec, "haproxy": Haproxy, "floor": Floor, "direct": Direct}
 
 
 def _tail(proc, n=3):
