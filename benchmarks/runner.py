@@ -426,6 +426,9 @@ def _sleep_until(t):
         time.sleep(d)
 
 
+WAF_PROBE_PATH = "/tiny?q=1%27%20OR%20%271%27%3D%271"  # q=1' OR '1'='1
+
+
 def _probe(prep, sc: Scenario, jwt_token, ctx):
     """Real requests through the target before measuring: one that must succeed (catches a
     proxy that answers but does not proxy, e.g. 502 on everything) and, per feature, one that
@@ -433,7 +436,7 @@ def _probe(prep, sc: Scenario, jwt_token, ctx):
     import http.client
     evidence = {}
 
-    def send(with_auth=True):
+    def send(with_auth=True, path=None):
         headers = {"Host": "bench.local"}
         for k, v in tuple(sc.headers) + prep.extra_headers:
             if "{jwt}" in v and not with_auth:
@@ -448,7 +451,7 @@ def _probe(prep, sc: Scenario, jwt_token, ctx):
         else:
             conn = http.client.HTTPConnection(HOST, prep.port, timeout=sc.timeout)
         try:
-            conn.request(sc.method, prep.path or sc.path, body=body, headers=headers)
+            conn.request(sc.method, path or prep.path or sc.path, body=body, headers=headers)
             r = conn.getresponse()
             data = r.read()
             if prep.tls:
@@ -474,6 +477,12 @@ def _probe(prep, sc: Scenario, jwt_token, ctx):
         r2, _ = send(with_auth=False)
         if r2.status != 401:
             raise TargetError(f"jwt_rs256: a request without a token got {r2.status}, not 401")
+    if "waf" in sc.features:
+        # the same request with a SQL injection in its query must be refused
+        r3, _ = send(path=WAF_PROBE_PATH)
+        if r3.status != 403:
+            raise TargetError(f"waf: a SQL injection in the query got {r3.status}, not 403")
+        evidence["waf"] = f"{WAF_PROBE_PATH} -> 403"
     if isinstance(prep.target, Fastgate) and {"rate_limit", "rate_limit_cluster"} & set(sc.features):
         # SPEC: rate-limited routes answer with RateLimit-* headers
         if r.getheader("RateLimit-Limit") is None:
