@@ -25,8 +25,8 @@ def test_smoke_against_nginx(tmp_path):
     res = json.loads((out / "results.json").read_text())
     by = {s["name"]: s for s in res["scenarios"]}
     assert set(by) == {"passthrough", "tls", "limit_local", "limit_cluster", "access_log",
-                       "full_chain", "body_1mib", "idle_10k", "sse", "ai_chat", "ai_stream",
-                       "ai_stream_512"}
+                       "full_chain", "body_1mib", "idle_10k", "sse", "api_body", "waf",
+                       "ai_chat", "ai_stream", "ai_stream_512"}
     # nginx only proxies the AI path to the fake provider: the floor row of those tables
     for name in ("ai_chat", "ai_stream", "ai_stream_512"):
         t = by[name]["targets"]["nginx"]
@@ -38,6 +38,9 @@ def test_smoke_against_nginx(tmp_path):
     assert by["limit_cluster"]["targets"]["nginx"]["status"] == "n/a"
     assert "needs rate_limit_cluster" in by["limit_cluster"]["targets"]["nginx"]["reason"]
     assert by["tls"]["targets"]["nginx"]["probe"]["tls"].startswith("TLSv1.3 ")
+    # plain nginx has no WAF: the waf scenario is reported n/a, not failed
+    assert by["waf"]["targets"]["nginx"]["status"] == "n/a"
+    assert by["api_body"]["targets"]["nginx"]["status"] == "ok"
     assert '"path":"/tiny"' in by["access_log"]["targets"]["nginx"]["probe"]["access_log"]
     for name in ("passthrough", "tls", "limit_local", "access_log", "body_1mib", "sse"):
         t = by[name]["targets"]["nginx"]

@@ -121,7 +121,10 @@ def test_the_whole_subscription_flow_in_a_browser(portal, browser):
     sign_in(d, base, ALICE)
     d.get(base + "/portal/subscriptions")
     d.find_element(By.CSS_SELECTOR, f"#sub-{sid} button.approve").click()
-    key = d.find_element(By.ID, "api-key").text
+    # the approval is a config change (validated, prepared, written, recorded): the page
+    # that shows the key comes when it is done, later on a busy machine
+    from selenium.webdriver.support.ui import WebDriverWait
+    key = WebDriverWait(d, 15).until(lambda drv: drv.find_element(By.ID, "api-key")).text
     assert key.startswith("fgk_")
     shot("key-shown-once")
     d.get(base + "/portal/subscriptions")

@@ -1,0 +1,193 @@
+# cython: language_level=3
+"""Declarations of the compiled connection (see conn.pyx): the client connection, the
+exchange (which is also the request's context), the upstream call, the upstream connection
+and its pool.
+
+Every attribute is ``public``: policies, plugins, targets written in Python, the admin and
+the tests read and set them by name, exactly as before they were compiled. The references
+between these objects are typed, so the request path reaches across them as C struct
+accesses, and calls between them go through the vtables (``cpdef``)."""
+from fastgate._core.http cimport RequestHead, ResponseHead, RequestParser, ResponseParser
+
+
+cdef class RequestContext:
+    cdef public object head
+    cdef public object route
+    cdef public object route_name
+    cdef public object params
+    cdef public object query
+    cdef public object client_ip
+    cdef public object client_port
+    cdef public bint tls
+    cdef public object peer_cert
+    cdef public object request_id
+    cdef public object request_id_b
+    cdef public object traceparent
+    cdef public object consumer
+    cdef public object consumer_groups
+    cdef public object claims
+    cdef public object upstream_headers
+    cdef public object response_headers
+    cdef public object req_drop
+    cdef public object resp_drop
+    cdef public object request_body
+    cdef public object status
+    cdef public object error_code
+    cdef public object bytes_in
+    cdef public object bytes_out
+    cdef public object start
+    cdef public object start_wall
+    cdef public object upstream_name
+    cdef public object upstream_target
+    cdef public object upstream_duration
+    cdef public object snapshot
+    cdef public object plugin_state
+    cdef public object log_fields
+    cdef object __weakref__
+
+
+cdef class ResponseSide(RequestContext):
+    cdef public ClientConnection conn
+    cdef public object call
+    cdef public object path
+    cdef public bint keep_alive
+    cdef public bint body_done
+    cdef public object waiting
+    cdef public Py_ssize_t policy_index
+    cdef public object pending
+    cdef public Py_ssize_t pending_bytes
+    cdef public bint buffering
+    cdef public bint discarding
+    cdef public bint resp_started
+    cdef public bint resp_flushed
+    cdef public bint resp_chunked
+    cdef public Py_ssize_t resp_hdr_mark
+    cdef public list wbuf
+    cdef public object resp_filters
+    cdef public bint finished
+    cdef public object held
+
+    cpdef send_head(self, head, drop, bint decided=*)
+    cpdef send_body(self, data)
+    cpdef send_end(self)
+    cpdef flush_output(self)
+    cpdef answer_error(self, status, code, message, headers=*)
+    cpdef answer_local(self, status, headers, body)
+    cpdef _write_local(self, status, headers, body)
+    cpdef drop_target(self)
+    cpdef _finish(self)
+    cpdef log(self)
+
+
+cdef class Exchange(ResponseSide):
+    cpdef begin(self)
+    cpdef on_body(self, data)
+    cpdef on_body_end(self)
+    cdef bint _run_chain(self, policies, bint with_body) except -1
+    cdef _proceed(self)
+    cdef int _init(self, ClientConnection conn, head) except -1
+    cpdef _run_access(self)
+
+
+cdef class ClientConnection:
+    cdef public object gateway
+    cdef public bint tls
+    cdef public object transport
+    cdef public RequestParser parser
+    cdef public int state
+    cdef public double deadline
+    cdef public int deadline_kind
+    cdef public double up_deadline
+    cdef public int read_paused
+    cdef public bint write_paused
+    cdef public bint head_seen
+    cdef public bint in_parser
+    cdef public bint resume_pending
+    cdef public object flush_pending
+    cdef public object client_ip
+    cdef public bytes client_ip_b
+    cdef public object client_port
+    cdef public object peer_cert
+    cdef public Exchange ex
+    cdef public object tunnel
+    cdef object __weakref__
+
+    cpdef write(self, data)
+    cpdef writelines(self, parts)
+    cpdef pause(self, int reason)
+    cpdef resume(self, int reason)
+    cpdef finish(self, bint keep_alive)
+    cpdef abort(self)
+    cpdef linger_close(self)
+    cdef int _close(self) except -1
+
+
+cdef class UpstreamConnection:
+    cdef public TargetPool pool
+    cdef public object transport
+    cdef public object parser
+    cdef public object owner
+    cdef public bint closed
+    cdef public bint reading_paused
+    cdef public bint peer_paused
+
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)
+    cpdef close(self)
+
+
+cdef class TargetPool:
+    cdef public object scheme
+    cdef public object host
+    cdef public object port
+    cdef public object ssl
+    cdef public object server_hostname
+    cdef public Py_ssize_t keepalive
+    cdef public list idle
+    cdef public Py_ssize_t active
+    cdef public object loop
+    cdef public object label
+    cdef public Py_ssize_t failures
+    cdef public double down_until
+    cdef public bint healthy
+    cdef public bytes host_header
+    cdef object __weakref__
+
+    cpdef UpstreamConnection acquire_idle(self)
+    cpdef release(self, UpstreamConnection conn, bint reusable)
+    cpdef detach(self, UpstreamConnection conn)
+    cpdef forget(self, UpstreamConnection conn)
+
+
+cdef class UpstreamCall:
+    cdef public object target
+    cdef public Exchange ex
+    cdef public object upstream
+    cdef public TargetPool pool
+    cdef public UpstreamConnection conn
+    cdef public bytes path
+    cdef public bytes head_block
+    cdef public int tries
+    cdef public bint req_chunked
+    cdef public bint body_sent_any
+    cdef public double sent_at
+    cdef public bint resp_keepalive
+    cdef public list up_wbuf
+    cdef public bint attached
+    cdef public object waiting
+    cdef public bint cancelled
+    cdef public double read_timeout
+
+    cpdef dispatch(self, failed_pool)
+    cdef int _attach(self, UpstreamConnection conn) except -1
+    cpdef body(self, data)
+    cpdef body_end(self)
+    cpdef flush_up(self)
+    cdef int _up_send(self, tuple pieces) except -1
+    cpdef cancel(self)
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)
+    cpdef on_upstream_response(self, UpstreamConnection conn, ResponseHead head)
+    cpdef on_upstream_body(self, data)
+    cpdef read_done(self)
+    cpdef on_upstream_complete(self, UpstreamConnection conn)

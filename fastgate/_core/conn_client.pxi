@@ -1,0 +1,363 @@
+# Included by conn.pyx.
+cdef class ClientConnection:
+    """One per accepted socket: bytes, framing, flow control, deadlines, pipelining,
+    tunnels. It knows nothing of routes, policies or targets: each request head the parser
+    delivers starts an ``Exchange``, which answers through the small interface below and
+    hands the connection back with ``finish``.
+
+    Connection -> exchange:  ``begin()``; ``on_body(data)``, ``on_body_end()``;
+                             ``client_closed()``; ``client_pause_writing()`` /
+                             ``client_resume_writing()``; ``body_timed_out()``,
+                             ``upstream_timed_out()``.
+    Exchange -> connection:  ``write(data)`` / ``writelines(parts)``; ``pause(reason)`` /
+                             ``resume(reason)``; ``set_body_limit(n)``; ``up_deadline`` (a
+                             target's read deadline, checked by the sweep);
+                             ``defer_flush(f)`` (bytes for an upstream leave when the parser
+                             call returns cleanly); ``finish(keep_alive)``;
+                             ``linger_close()``; ``abort()``; ``start_tunnel(peer, leftover)``.
+
+    Pipelined requests wait, already buffered in the parser (which pauses itself after each
+    message), and are answered in order. Reading is paused for independent reasons held as
+    bits, each resume clears only its own.
+    """
+
+    def __init__(self, gateway, tls: bool = False):
+        self.gateway = gateway
+        self.tls = tls
+        self.transport = None
+        self.parser = None
+        self.state = _S_IDLE
+        self.deadline = 0.0
+        self.deadline_kind = _D_NONE
+        self.up_deadline = 0.0          # a target's read deadline (0 = none)
+        self.read_paused = 0
+        self.write_paused = False
+        self.head_seen = False          # any byte of the current head arrived
+        self.in_parser = False          # inside parser.feed()/resume(): no re-entrant resume
+        self.resume_pending = False
+        self.flush_pending = None       # a target call whose queued bytes leave after feed()
+        self.client_ip = ""
+        self.client_ip_b = b""
+        self.client_port = 0
+        self.peer_cert = None           # verified client certificate (TLS listeners)
+        self.ex = None                  # the exchange in progress
+        self.tunnel = None              # the peer transport of an upgraded connection
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport):
+        self.transport = transport
+        gw = self.gateway
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = peer[0]
+            self.client_port = peer[1]
+            self.client_ip_b = peer[0].encode()
+        if self.tls:
+            self.peer_cert = transport.get_extra_info("peercert") or None
+        snap = gw.snapshot
+        limits = snap.limits
+        if not gw.admit_connection(self):
+            transport.write(build_response(
+                503, [(b"content-type", b"application/json")],
+                error_body(503, "overloaded", "too many connections", None), close=True))
+            transport.close()
+            self.state = _S_CLOSED
+            return
+        self.parser = RequestParser(
+            self,
+            max_request_line_bytes=limits.max_request_line_bytes,
+            max_header_bytes=limits.max_header_bytes,
+            max_headers=limits.max_headers,
+            max_body_bytes=snap.body_ceiling,
+        )
+        self.deadline_kind = _D_HEADER
+        self.deadline = _monotonic() + limits.header_timeout_s
+
+    def connection_lost(self, exc):
+        if self.state == _S_CLOSED and self.parser is None:
+            return
+        was_active = self.state in (_S_ACTIVE, _S_TUNNEL)
+        self.state = _S_CLOSED
+        self.deadline_kind = _D_NONE
+        self.up_deadline = 0.0
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:
+            tunnel.close()
+        ex = self.ex
+        if ex is not None:
+            self.ex = None
+            ex.client_closed(was_active)
+        self.gateway.release_connection(self)
+
+    def data_received(self, data):
+        state = self.state
+        if state == _S_TUNNEL:
+            tunnel = self.tunnel
+            if tunnel is not None:
+                tunnel.write(data)
+            return
+        if state == _S_CLOSED:
+            return  # lingering after an error answer: input is discarded
+        kind = self.deadline_kind
+        if kind == _D_KEEPALIVE:
+            self.deadline_kind = _D_HEADER
+            self.deadline = _monotonic() + self.gateway.snapshot.limits.header_timeout_s
+        elif kind == _D_BODY:
+            self.deadline = _monotonic() + self.ex.snapshot.limits.body_timeout_s
+        self.head_seen = True
+        self.in_parser = True
+        try:
+            self.parser.feed(data)
+            while self.resume_pending:
+                self.resume_pending = False
+                self.parser.resume()
+        except HttpError as exc:
+            self.in_parser = False
+            self.resume_pending = False
+            self.flush_pending = None
+            self._reject_malformed(exc)
+            return
+        except Exception as exc:
+            self.in_parser = False
+            self.resume_pending = False
+            self.flush_pending = None
+            if self.ex is not None:
+                self.ex.internal_error(exc)
+            else:
+                log.error("internal error on a connection", exc_info=exc)
+            self._close()
+            return
+        self.in_parser = False
+        f = self.flush_pending
+        if f is not None:
+            self.flush_pending = None
+            f.flush_up()
+        if self.state == _S_ACTIVE and self.parser.buffered > PIPELINE_BUFFER_LIMIT:
+            self.pause(_P_PIPELINE)
+
+    def eof_received(self):
+        # Half-close from the client: finish what is in flight if the request is complete,
+        # else nothing more can come.
+        if self.state == _S_IDLE or self.state == _S_CLOSED:
+            return False
+        ex = self.ex
+        if self.state == _S_ACTIVE and ex is not None and ex.body_done:
+            ex.keep_alive = False
+            return True  # keep the transport open to write the response
+        return False
+
+    def pause_writing(self):
+        self.write_paused = True
+        ex = self.ex
+        if ex is not None:
+            ex.client_pause_writing()
+
+    def resume_writing(self):
+        self.write_paused = False
+        ex = self.ex
+        if ex is not None:
+            ex.client_resume_writing()
+
+    # ------------------------------------------------------------------ parser handler
+    def on_request(self, RequestHead head):
+        cdef Exchange ex = Exchange.__new__(Exchange)
+        self.state = _S_ACTIVE
+        self.head_seen = False
+        ex._init(self, head)
+        self.ex = ex
+        if head.chunked or head.content_length > 0:
+            self.deadline_kind = _D_BODY
+            self.deadline = ex.start + ex.snapshot.limits.body_timeout_s
+        else:
+            self.deadline_kind = _D_NONE
+            ex.body_done = True  # nothing to read; on_request_complete follows at once
+        ex.begin()
+
+    def on_body(self, data):
+        ex = self.ex
+        if ex is not None:
+            ex.on_body(data)
+
+    def on_request_complete(self):
+        if self.deadline_kind == _D_BODY:
+            self.deadline_kind = _D_NONE
+        ex = self.ex
+        if ex is not None and not ex.body_done:    # a request without a body is done already
+            ex.on_body_end()
+
+    # ------------------------------------------------------------------ for the exchange
+    cpdef write(self, data):
+        if self.state != _S_CLOSED:
+            self.transport.write(data)
+
+    cpdef writelines(self, parts):
+        if self.state != _S_CLOSED:
+            self.transport.writelines(parts)
+
+    cpdef pause(self, int reason):
+        if not self.read_paused and self.state != _S_CLOSED:
+            self.transport.pause_reading()
+        self.read_paused |= reason
+
+    cpdef resume(self, int reason):
+        if self.read_paused & reason:
+            self.read_paused &= ~reason
+            if not self.read_paused and self.state != _S_CLOSED:
+                self.transport.resume_reading()
+
+    def set_body_limit(self, limit: int):
+        self.parser.set_body_limit(limit)
+
+    def defer_flush(self, call):
+        """``call.flush_up()`` runs when the current parser call returns without error, or
+        now when no parser call is running."""
+        if self.in_parser:
+            self.flush_pending = call
+        else:
+            call.flush_up()
+
+    cpdef finish(self, bint keep_alive):
+        """The exchange is over: close, or wait for (or parse) the next request."""
+        self.ex = None
+        self.up_deadline = 0.0
+        if not keep_alive or self.gateway.draining:
+            # Half-close and discard what else arrives: closing with unread input (an
+            # HTTP/1.0 request with more pipelined behind it) would send an RST, and the
+            # client's kernel would drop the answer it has not read yet. Found by the live
+            # fuzzer (tests/fuzz/live.py).
+            self.linger_close()
+            return
+        self.state = _S_IDLE
+        limits = self.gateway.snapshot.limits
+        parser = self.parser
+        if parser.buffered:
+            self.deadline_kind = _D_HEADER
+            self.deadline = _monotonic() + limits.header_timeout_s
+        else:
+            self.deadline_kind = _D_KEEPALIVE
+            self.deadline = _monotonic() + limits.keepalive_timeout_s
+        self.resume(_P_PIPELINE)
+        if self.in_parser:
+            # Called from inside a parser callback (a local answer): resume once feed returns.
+            self.resume_pending = True
+            return
+        self.in_parser = True
+        try:
+            parser.resume()
+            while self.resume_pending:
+                self.resume_pending = False
+                parser.resume()
+        except HttpError as exc:
+            self.in_parser = False
+            self.resume_pending = False
+            self.flush_pending = None
+            self._reject_malformed(exc)
+            return
+        self.in_parser = False
+        f = self.flush_pending
+        if f is not None:
+            self.flush_pending = None
+            f.flush_up()
+
+    def start_tunnel(self, peer_transport, leftover: bytes):
+        """Raw bytes both ways from now on (an accepted WebSocket upgrade)."""
+        self.state = _S_TUNNEL
+        self.deadline_kind = _D_NONE
+        self.up_deadline = 0.0
+        self.ex = None
+        self.tunnel = peer_transport
+        rest = self.parser.take_buffered()
+        if rest:
+            peer_transport.write(rest)
+        if leftover:
+            self.transport.write(leftover)
+        self.resume(_P_PIPELINE | _P_WAITING)
+
+    def close(self):
+        self._close()
+
+    cpdef abort(self):
+        self.state = _S_CLOSED
+        self.deadline_kind = _D_NONE
+        self.transport.abort()
+
+    cpdef linger_close(self):
+        """Close after an error answer without resetting: stop sending, discard input for a
+        moment so the client reads the answer instead of an RST."""
+        if self.state == _S_CLOSED:
+            return
+        self.state = _S_CLOSED
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+            if self.read_paused:
+                self.read_paused = 0
+                transport.resume_reading()
+            self.deadline_kind = _D_LINGER
+            self.deadline = _monotonic() + LINGER_S
+        else:
+            self.deadline_kind = _D_NONE
+            transport.close()
+
+    # ------------------------------------------------------------------ internals
+    cdef int _close(self) except -1:
+        if self.state != _S_CLOSED:
+            self.state = _S_CLOSED
+            self.deadline_kind = _D_NONE
+            self.transport.close()
+        return 0
+
+    def _reject_malformed(self, exc):
+        """The parser refused the bytes: answer with its status and close. Nothing of the
+        request has reached (or will reach) an upstream."""
+        if self.state == _S_CLOSED:
+            return
+        ex, self.ex = self.ex, None
+        answer = True
+        if ex is not None:
+            ex.drop_target()
+            if ex.resp_started:
+                answer = False      # a response is under way: only closing can say it
+                ex = None
+        if ex is None:
+            ex = Exchange.detached(self)
+        ex.status = exc.status
+        ex.error_code = exc.code
+        if answer:
+            self.transport.write(build_response(
+                exc.status,
+                [(b"content-type", b"application/json"), (b"x-request-id", ex.request_id_b)],
+                error_body(exc.status, exc.code, exc.message, ex.request_id), close=True))
+        ex.log()
+        self.linger_close()
+
+    # ------------------------------------------------------------------ timers (sweep)
+    def check_deadlines(self, now):
+        kind = self.deadline_kind
+        if kind and now >= self.deadline:
+            if kind == _D_KEEPALIVE:
+                self._close()
+            elif kind == _D_LINGER:
+                self.deadline_kind = _D_NONE
+                self.transport.close()
+            elif kind == _D_HEADER:
+                if self.state == _S_IDLE:
+                    self._reject_malformed(
+                        HttpError(408, "request_timeout", "request head not received in time"))
+            elif kind == _D_BODY:
+                self.deadline_kind = _D_NONE
+                if self.state == _S_ACTIVE and self.ex is not None:
+                    self.ex.body_timed_out()
+        if self.up_deadline and now >= self.up_deadline and self.state == _S_ACTIVE:
+            self.up_deadline = 0.0
+            ex = self.ex
+            if ex is not None:
+                ex.upstream_timed_out()
+
+    def drain(self):
+        """Graceful stop: idle connections close now, busy ones after their response."""
+        if self.state == _S_IDLE and not self.head_seen:
+            self._close()
+        elif self.ex is not None:
+            self.ex.keep_alive = False
+

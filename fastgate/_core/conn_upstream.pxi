@@ -1,0 +1,641 @@
+# Included by conn.pyx.
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_TUNNEL_SKIP = frozenset((b"content-length", b"transfer-encoding", b"keep-alive",
+                          b"x-request-id"))
+# Response heads from upstreams may be larger than what clients may send us.
+RESPONSE_MAX_HEADER_BYTES = 65536
+RESPONSE_MAX_HEADERS = 200
+
+
+def _is_websocket(upgrade: bytes) -> bool:
+    return upgrade.strip().lower() == b"websocket"
+
+
+cdef class UpstreamCall:
+    """The ``upstream`` target's call for one request: pick a target (``Upstream.pick``),
+    take a warm pooled connection or connect, send the head built once (hop-by-hop dropped,
+    X-Forwarded-*, X-Request-ID, traceparent), stream the body (re-framed: Content-Length
+    stays, chunked stays chunked), relay the response to the exchange as it arrives, and
+    give the connection back to its pool only when everything was clean.
+
+    Retries: connect failures on any method (nothing was sent); a connection lost before any
+    response byte only for idempotent methods without a body. Bytes for the upstream are
+    queued while the client parser runs and leave when that parser call returns cleanly
+    (``ClientConnection.defer_flush``): a request rejected later in the same read sends
+    nothing upstream, even over a warm pooled connection."""
+
+    def __init__(self, target, Exchange ex):
+        cdef RequestHead head = <RequestHead>ex.head
+        self.target = target
+        self.ex = ex
+        self.upstream = target.upstream
+        self.pool = None
+        self.conn = None                # UpstreamConnection owned by this call
+        self.path = b""                 # the path (and query) sent upstream, before the prefix
+        self.head_block = None          # header lines after the request line (kept for a retry)
+        self.tries = 0
+        self.req_chunked = False        # re-frame the request body as chunked upstream
+        self.body_sent_any = False
+        self.sent_at = 0.0
+        self.resp_keepalive = False
+        self.up_wbuf = None             # request bytes gathered during one parser call
+        self.attached = False
+        self.waiting = None             # the connect task
+        self.cancelled = False
+        self.read_timeout = target.read_timeout
+        # The upstream head, built once: the request line's path and the header block.
+        path = ex.path
+        prefix = target.strip_prefix
+        if prefix is not None:
+            if path == prefix:
+                path = b"/"
+            elif path.startswith(prefix) and path[len(prefix):len(prefix) + 1] == b"/":
+                path = path[len(prefix):]
+        if target.rewrite_parts is not None:
+            path = target.render_rewrite(ex.params)
+        query = head.query if ex.query is None else ex.query
+        self.path = path + b"?" + query if query else path
+        self.req_chunked = head.chunked
+        client_ip = ex.conn.client_ip_b
+        xff = head.get_all(b"x-forwarded-for")
+        tail = [b"x-forwarded-for: ",
+                b", ".join(xff) + b", " + client_ip if xff else client_ip,
+                b"\r\nx-forwarded-proto: https\r\n" if ex.tls else
+                b"\r\nx-forwarded-proto: http\r\n"]
+        host = head.host
+        if host:
+            tail += (b"x-forwarded-host: ", host, b"\r\n")
+            if target.preserve_host:
+                tail += (b"host: ", host, b"\r\n")
+        # else: the chosen target's Host line is added per try (_attach)
+        ex.traceparent = tp = traceparent_from(head.get(b"traceparent"))
+        tail += (b"x-request-id: ", ex.request_id_b, b"\r\ntraceparent: ", tp.encode(),
+                 b"\r\n")
+        if ex.upstream_headers:
+            tail.append(header_lines(ex.upstream_headers))
+        if head.upgrade is not None and _is_websocket(head.upgrade):
+            # Only WebSocket is tunnelled. Forwarding other upgrades (h2c above all) would
+            # let a client open a raw HTTP/2 channel to the upstream behind every route
+            # check of the gateway ("h2c smuggling"); they are dropped like any hop header.
+            tail += (b"connection: upgrade\r\nupgrade: ", head.upgrade, b"\r\n")
+        body = ex.request_body
+        if body is not None:
+            # Buffered for the body phase: sent whole, with its (possibly new) length.
+            self.req_chunked = False
+            tail.append(b"content-length: %d\r\n" % len(body))
+        elif head.chunked:
+            tail.append(b"transfer-encoding: chunked\r\n")
+        elif head.content_length >= 0:
+            tail.append(b"content-length: %d\r\n" % head.content_length)
+        elif head.method in (b"POST", b"PUT", b"PATCH"):
+            tail.append(b"content-length: 0\r\n")
+        drop = ex.route.drop_request_headers
+        if ex.req_drop is not None:
+            drop = drop | ex.req_drop
+        self.head_block = join_head(b"", head.headers, drop, head.connection_tokens, tail)
+
+    cpdef dispatch(self, failed_pool):
+        """Pick a target and send the request: from the warm pool synchronously, else via
+        a connect task."""
+        upstream = self.upstream
+        ex = self.ex
+        pool = upstream.pick(ex, failed_pool)
+        if pool is None:
+            ex.target_failed(503, "no_healthy_upstream",
+                             f"no healthy target in upstream {upstream.name}")
+            return
+        self.pool = pool
+        self.tries += 1
+        conn = pool.acquire_idle()
+        if conn is not None:
+            self._attach(conn)
+            return
+        ex.conn.pause(_P_WAITING)
+        self.waiting = asyncio.ensure_future(self._connect(pool))
+
+    async def _connect(self, pool):
+        upstream = self.upstream
+        ex = self.ex
+        try:
+            conn = await pool.connect(upstream.connect_timeout)
+            if conn.closed or conn.transport.is_closing():
+                # Accepted then dropped at once (an upstream out of connection slots).
+                pool.detach(conn)
+                conn.close()
+                raise ConnectionResetError("upstream closed the new connection")
+        except asyncio.CancelledError:
+            raise
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.waiting = None
+            if self.cancelled:
+                return
+            pool.mark_failure(_monotonic())
+            # Nothing was sent: a retry on another target is safe for any method.
+            if self.tries <= upstream.retries and not self.body_sent_any:
+                self.dispatch(pool)
+                return
+            log.warning("upstream %s connect to %s failed: %r", upstream.name, pool.label, exc)
+            if isinstance(exc, asyncio.TimeoutError):
+                ex.target_failed(504, "gateway_timeout", "upstream connect timed out")
+            else:
+                ex.target_failed(502, "bad_gateway", "upstream connection failed")
+            return
+        except Exception as exc:  # never leave the client without an answer
+            self.waiting = None
+            ex.internal_error(exc)
+            return
+        self.waiting = None
+        if self.cancelled:
+            pool.release(conn, True)
+            return
+        ex.conn.resume(_P_WAITING)
+        try:
+            self._attach(conn)
+        except Exception as exc:
+            ex.internal_error(exc)
+
+    cdef int _attach(self, UpstreamConnection conn) except -1:
+        cdef Exchange ex = self.ex
+        cdef RequestHead head = <RequestHead>ex.head
+        cdef ClientConnection client = ex.conn
+        self.conn = conn
+        conn.owner = self
+        pool = self.pool
+        ex.upstream_name = self.upstream.name
+        ex.upstream_target = pool.label
+        conn.parser.start(head.method == b"HEAD")
+        prefixes = self.upstream.prefixes
+        line = (head.method + b" " + (prefixes.get(pool, b"") if prefixes else b"") + self.path
+                + b" HTTP/1.1\r\n")
+        if self.target.preserve_host and head.host:
+            self._up_send((line, self.head_block, b"\r\n"))
+        else:
+            self._up_send((line, self.head_block, pool.host_header))
+        self.sent_at = _monotonic()
+        ex.conn.up_deadline = self.sent_at + self.read_timeout
+        self.attached = True
+        body = ex.request_body
+        if body is not None:
+            self.body_sent_any = True
+            if body:
+                self._up_send((body,))
+        else:
+            pending = ex.take_pending() if ex.pending else None
+            if pending:
+                self.body_sent_any = True
+                if self.req_chunked:
+                    for data in pending:
+                        self._up_send((b"%x\r\n" % len(data), data, b"\r\n"))
+                else:
+                    self._up_send(tuple(pending))
+            if ex.body_done and self.req_chunked:
+                self._up_send((b"0\r\n\r\n",))
+        if client.in_parser:
+            client.flush_pending = self     # leaves when the parser call returns cleanly
+        else:
+            self.flush_up()
+        if conn.peer_paused:
+            client.pause(_P_UPSTREAM_FULL)
+        if client.write_paused:
+            conn.pause_reading()
+
+    cpdef body(self, data):
+        if self.req_chunked:
+            self._up_send((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self._up_send((data,))
+        self.body_sent_any = True
+        client = self.ex.conn
+        if client.in_parser:
+            client.flush_pending = self
+        else:
+            self.flush_up()
+
+    cpdef body_end(self):
+        if self.req_chunked:
+            self._up_send((b"0\r\n\r\n",))
+            self.ex.conn.defer_flush(self)
+
+    cdef int _up_send(self, tuple pieces) except -1:
+        """Queue bytes for the upstream; they leave in flush_up()."""
+        buf = self.up_wbuf
+        if buf is None:
+            self.up_wbuf = list(pieces)
+        else:
+            buf.extend(pieces)
+        return 0
+
+    cpdef flush_up(self):
+        buf = self.up_wbuf
+        if buf is not None:
+            self.up_wbuf = None
+            conn = self.conn
+            if conn is not None and not conn.closed:
+                conn.transport.writelines(buf)
+
+    # ------------------------------------------------------------------ client side events
+    cpdef cancel(self):
+        self.cancelled = True
+        self.up_wbuf = None
+        if self.waiting is not None:
+            self.waiting.cancel()
+            self.waiting = None
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            if self.pool is not None:
+                self.pool.detach(conn)
+            conn.close()
+
+    cpdef pause_reading(self):
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    cpdef resume_reading(self):
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def timed_out(self):
+        conn = self.conn
+        if conn is not None:
+            self._failed(conn, "upstream read timed out", timeout=True)
+
+    # ------------------------------------------------------------------ upstream events
+    cpdef on_upstream_response(self, UpstreamConnection conn, ResponseHead head):
+        cdef Exchange ex = self.ex
+        now = _monotonic()
+        ex.upstream_duration = now - self.sent_at
+        ex.conn.up_deadline = now + self.read_timeout
+        if head.status == 101:
+            if ex.head.upgrade is None or not _is_websocket(ex.head.upgrade):
+                self._failed(conn, "unexpected 101 from upstream")
+                return
+            self._start_tunnel(conn, head)
+            return
+        self.resp_keepalive = head.keep_alive
+        ex.send_head(head, ex.route.drop_response_headers)
+
+    cpdef on_upstream_body(self, data):
+        cdef Exchange ex = self.ex
+        ex.send_body(data)
+        ex.conn.up_deadline = _monotonic() + self.read_timeout
+
+    cpdef read_done(self):
+        """End of one upstream read: what it brought leaves in one write."""
+        cdef Exchange ex = self.ex
+        if ex.wbuf:
+            ex.flush_output()
+
+    cpdef on_upstream_complete(self, UpstreamConnection conn):
+        cdef Exchange ex = self.ex
+        self.conn = None
+        ex.conn.up_deadline = 0.0
+        reusable = ex.body_done and self.resp_keepalive and conn.parser.buffered == 0
+        self.pool.release(conn, reusable)
+        ex.send_end()
+
+    def upstream_error(self, conn, exc):
+        self._failed(conn, f"invalid upstream response: {exc.message}")
+
+    def upstream_closed(self, conn):
+        self._failed(conn, "upstream closed the connection")
+
+    def upstream_pause_writing(self):
+        self.ex.conn.pause(_P_UPSTREAM_FULL)
+
+    def upstream_resume_writing(self):
+        self.ex.conn.resume(_P_UPSTREAM_FULL)
+
+    def _failed(self, conn, reason, timeout=False):
+        ex = self.ex
+        if self.conn is conn:
+            self.conn = None
+            self.pool.detach(conn)
+        conn.close()
+        ex.conn.up_deadline = 0.0
+        if self.cancelled or ex.finished:
+            return
+        if ex.resp_flushed:
+            log.warning("upstream %s failed mid-response: %s", ex.upstream_name, reason)
+            ex.target_failed(502, "bad_gateway", "upstream failed")
+            return
+        head = ex.head
+        retry_ok = (
+            not timeout
+            and not ex.resp_started
+            and self.tries <= self.upstream.retries
+            and head.method in IDEMPOTENT
+            and not self.body_sent_any and head.content_length <= 0 and not head.chunked
+        )
+        if retry_ok:
+            self.attached = False
+            self.dispatch(self.pool)
+            return
+        log.warning("upstream %s (%s): %s", ex.upstream_name, ex.upstream_target, reason)
+        if timeout:
+            ex.target_failed(504, "gateway_timeout", "upstream timed out")
+        else:
+            ex.target_failed(502, "bad_gateway", "upstream failed")
+
+    # ------------------------------------------------------------------ tunnel (Upgrade)
+    def _start_tunnel(self, conn, head):
+        ex = self.ex
+        parts = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        for name, value in head.headers:
+            if name in _TUNNEL_SKIP:
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"x-request-id: ", ex.request_id_b, b"\r\n\r\n")
+        self.pool.detach(conn)
+        self.conn = None
+        client = ex.conn
+        conn.owner = _TunnelEnd(client)     # upstream bytes go straight to the client now
+        leftover = conn.parser.take_buffered()
+        conn.parser = _RawRelay(client)
+        ex.start_tunnel(b"".join(parts), _PeerTransport(conn), leftover)
+
+
+class _PeerTransport:
+    """What the client side writes to in a tunnel: the upstream connection's transport."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def write(self, data):
+        conn = self.conn
+        if not conn.closed:
+            conn.transport.write(data)
+
+    def close(self):
+        self.conn.close()
+
+
+class _TunnelEnd:
+    """Owner of an upgraded upstream connection: relays its events to the client side."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client):
+        self.client = client
+
+    def read_done(self):
+        pass
+
+    def upstream_error(self, conn, exc):
+        self.client.close()
+
+    def upstream_closed(self, conn):
+        self.client.close()
+
+    def upstream_pause_writing(self):
+        self.client.pause(_P_UPSTREAM_FULL)
+
+    def upstream_resume_writing(self):
+        self.client.resume(_P_UPSTREAM_FULL)
+
+
+class _RawRelay:
+    """Stands in for the response parser once a connection is a tunnel: bytes pass as-is."""
+
+    __slots__ = ("client",)
+    buffered = 0
+    expecting = False
+
+    def __init__(self, client):
+        self.client = client
+
+    def feed(self, data):
+        self.client.write(data)
+
+    def feed_eof(self):
+        pass
+
+
+cdef class UpstreamConnection:
+    """One TCP/TLS connection to an upstream target: idle in its target's pool or owned by
+    exactly one call. Callbacks from the compiled response parser go straight to the owner.
+    A connection that saw anything unexpected (bytes while idle, a response longer than
+    declared, a parse error, a response before the request was fully sent) is closed, never
+    returned to the pool, so a broken upstream cannot leak bytes into another client's
+    response."""
+
+    def __init__(self, TargetPool pool):
+        self.pool = pool
+        self.transport = None
+        self.parser = ResponseParser(
+            self, max_header_bytes=RESPONSE_MAX_HEADER_BYTES, max_headers=RESPONSE_MAX_HEADERS
+        )
+        self.owner = None
+        self.closed = False
+        self.reading_paused = False
+        self.peer_paused = False  # our transport is over its high-water mark: owner pauses the client
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        owner = self.owner
+        if owner is None:
+            # Unsolicited bytes on an idle connection: it can never be trusted again.
+            self.close()
+            return
+        try:
+            self.parser.feed(data)
+        except HttpError as exc:
+            owner = self.owner
+            self.close()
+            if owner is not None:
+                owner.upstream_error(self, exc)
+            return
+        owner = self.owner
+        if type(owner) is UpstreamCall:
+            (<UpstreamCall>owner).read_done()
+        elif owner is not None:
+            owner.read_done()
+
+    def eof_received(self):
+        return False  # let the transport close; connection_lost follows
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.pool.forget(self)
+        owner = self.owner
+        if owner is None:
+            return
+        if self.parser.expecting:
+            try:
+                self.parser.feed_eof()  # completes a close-delimited body
+            except HttpError as err:
+                owner = self.owner
+                self.owner = None
+                if owner is not None:
+                    owner.upstream_error(self, err)
+                return
+        owner = self.owner
+        self.owner = None
+        if owner is not None:
+            owner.upstream_closed(self)
+
+    def pause_writing(self):
+        self.peer_paused = True
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_pause_writing()
+
+    def resume_writing(self):
+        self.peer_paused = False
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_resume_writing()
+
+    # -- response parser handler ------------------------------------------------------
+    def on_informational(self, head):
+        pass  # 1xx other than 101 are hop-local; the gateway answers 100-continue itself
+
+    def on_response(self, head):
+        owner = self.owner
+        if type(owner) is UpstreamCall:
+            (<UpstreamCall>owner).on_upstream_response(self, head)
+        elif owner is not None:   # None: closed by its owner inside this very read
+            owner.on_upstream_response(self, head)
+
+    def on_body(self, data):
+        owner = self.owner
+        if type(owner) is UpstreamCall:
+            (<UpstreamCall>owner).on_upstream_body(data)
+        elif owner is not None:
+            owner.on_upstream_body(data)
+
+    def on_response_complete(self):
+        owner = self.owner
+        if type(owner) is UpstreamCall:
+            (<UpstreamCall>owner).on_upstream_complete(self)
+        elif owner is not None:
+            owner.on_upstream_complete(self)
+
+    # -- control ----------------------------------------------------------------------
+    cpdef pause_reading(self):
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    cpdef resume_reading(self):
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    cpdef close(self):
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            self.owner = None
+            if self.transport is not None:
+                self.transport.abort()
+
+
+cdef class TargetPool:
+    """Keep-alive connections to one target (scheme, host, port)."""
+
+    def __init__(self, scheme: str, host: str, port: int, keepalive: int,
+                 ssl_context: _ssl.SSLContext | None, loop=None):
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.ssl = ssl_context
+        self.server_hostname = host if ssl_context is not None else None
+        self.keepalive = keepalive
+        self.idle = []  # LIFO: the warmest connection first
+        self.active = 0  # connections owned by exchanges (for least_conn)
+        self.loop = loop
+        self.label = f"{host}:{port}"
+        self.failures = 0
+        self.down_until = 0.0
+        self.healthy = True
+        self.host_header = b"host: %s\r\n\r\n" % self.label.encode()
+
+    cpdef UpstreamConnection acquire_idle(self):
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            # A peer close is seen by the transport before connection_lost runs.
+            if not conn.closed and not conn.transport.is_closing():
+                self.active += 1
+                return conn
+            conn.close()
+        return None
+
+    async def connect(self, timeout):
+        loop = self.loop or asyncio.get_running_loop()
+        conn = UpstreamConnection(self)
+        await asyncio.wait_for(
+            loop.create_connection(
+                lambda: conn, self.host, self.port, ssl=self.ssl,
+                server_hostname=self.server_hostname,
+            ),
+            timeout,
+        )
+        self.active += 1
+        self.failures = 0
+        return conn
+
+    cpdef release(self, UpstreamConnection conn, bint reusable):
+        """Give a connection back after an exchange; reusable only if fully clean."""
+        self.active -= 1
+        conn.owner = None
+        if (not reusable or conn.closed or conn.parser.buffered
+                or len(self.idle) >= self.keepalive or conn.reading_paused):
+            conn.close()
+            return
+        self.idle.append(conn)
+
+    cpdef detach(self, UpstreamConnection conn):
+        """An owned connection leaves the pool for good (tunnel, error)."""
+        self.active -= 1
+
+    cpdef forget(self, UpstreamConnection conn):
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def mark_failure(self, now: float):
+        self.failures += 1
+        # Passive health: a target refusing connections is skipped briefly by the balancer
+        # (while another target is available), so retries don't hammer it.
+        if self.failures >= 2:
+            self.down_until = now + min(10.0, 0.5 * self.failures)
+
+    def close_idle(self):
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+class PoolRegistry:
+    """Target pools keyed by (scheme, host, port, tls settings), kept across reloads so a
+    reload does not drop warm keep-alive connections."""
+
+    def __init__(self):
+        self.pools: dict = {}
+
+    def get(self, scheme, host, port, keepalive, ssl_context, ssl_key) -> TargetPool:
+        key = (scheme, host, port, ssl_key)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = TargetPool(scheme, host, port, keepalive, ssl_context)
+            self.pools[key] = pool
+        else:
+            pool.keepalive = keepalive
+        return pool
+
+    def prune(self, keep: set):
+        for key in list(self.pools):
+            if key not in keep:
+                self.pools.pop(key).close_idle()
+
+    def close_all(self):
+        for pool in self.pools.values():
+            pool.close_idle()
