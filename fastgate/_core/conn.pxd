@@ -159,8 +159,18 @@ cdef class TargetPool:
     cpdef forget(self, UpstreamConnection conn)
 
 
+cdef class UpstreamTarget:
+    cdef public object upstream
+    cdef public object strip_prefix
+    cdef public object rewrite_parts
+    cdef public bint preserve_host
+    cdef public double read_timeout
+
+    cpdef open(self, ex)
+
+
 cdef class UpstreamCall:
-    cdef public object target
+    cdef public UpstreamTarget target
     cdef public Exchange ex
     cdef public object upstream
     cdef public TargetPool pool

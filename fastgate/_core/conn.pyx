@@ -21,6 +21,7 @@ only where a route has them.
 """
 import asyncio
 import logging
+import re
 import ssl as _ssl
 import time
 
@@ -28,7 +29,8 @@ from fastgate._core.http cimport RequestHead, ResponseHead, RequestParser, Respo
 from fastgate._core.http import HttpError
 from fastgate._core.router import MATCH, METHOD_NOT_ALLOWED, normalize_path
 from fastgate._core.writer import header_lines, join_head
-from fastgate.observe.ids import request_id_from, traceparent_from
+from fastgate._core.ids cimport request_id_from, traceparent_from
+from fastgate._core.stats cimport request_done
 from fastgate.policies.base import Reject, Respond
 from fastgate.server.responses import (CONTINUE_100, ERROR_CODES, build_response, error_body,
                                        status_line)

@@ -174,7 +174,7 @@ cdef class Exchange(ResponseSide):
                 return
             self._run_body()
             return
-        self.call = target.open(self)
+        self.call = _open(target, self)
 
     # ------------------------------------------------------------------ request body
     cpdef on_body(self, data):
@@ -258,7 +258,7 @@ cdef class Exchange(ResponseSide):
 
     def _run_body_policies(self):
         if self._run_chain(self.route.body, True):
-            self.call = self.route.target.open(self)
+            self.call = _open(self.route.target, self)
 
     def internal_error(self, exc):
         """A bug or an unexpected failure: log it with its traceback, answer 500 if nothing
@@ -319,3 +319,10 @@ cdef class Exchange(ResponseSide):
         self.keep_alive = False         # the rest of that body is not coming: close after
         self.answer_error(408, "request_timeout", "request body not received in time")
 
+
+
+cdef inline _open(target, Exchange ex):
+    """The target's call for this request (the upstream target's without a Python call)."""
+    if type(target) is UpstreamTarget:
+        return (<UpstreamTarget>target).open(ex)
+    return target.open(ex)

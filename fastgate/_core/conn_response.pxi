@@ -326,7 +326,7 @@ cdef class ResponseSide(RequestContext):
 
     cpdef log(self):
         """Log phase: after the last byte of a response (or a refusal)."""
-        self.conn.gateway.record(self)
+        record(self.conn.gateway, self)
         route = self.route
         if route is not None and route.log:
             for policy in route.log:
@@ -334,3 +334,20 @@ cdef class ResponseSide(RequestContext):
                     policy(self)
                 except Exception:  # noqa: BLE001 - logging must never break serving
                     log.exception("log phase of route %s failed", self.route_name)
+
+
+cpdef record(gateway, RequestContext ctx):
+    """Metrics and the access log of one finished request (or refusal), after its last byte
+    (``Gateway.record`` is this)."""
+    cdef double now = _monotonic()
+    head = ctx.head
+    metrics = gateway.metrics
+    request_done(metrics.routes, ctx.route_name,
+                 (<RequestHead>head).method if head is not None else b"OTHER", ctx.status,
+                 now - ctx.start, ctx.bytes_in, ctx.bytes_out, ctx.upstream_name,
+                 ctx.upstream_duration)
+    if ctx.consumer is not None:
+        metrics.consumer_request(ctx.consumer, ctx.route_name, _time())
+    access_log = gateway.access_log
+    if access_log.enabled:
+        access_log.log(access_log.entry(ctx, now))

@@ -11,6 +11,47 @@ def _is_websocket(upgrade: bytes) -> bool:
     return upgrade.strip().lower() == b"websocket"
 
 
+_PARAM = re.compile(r"\{([^{}]+)\}")
+
+
+def _rewrite_parts(template: str):
+    parts = []
+    pos = 0
+    for m in _PARAM.finditer(template):
+        parts.append((template[pos:m.start()].encode(), m.group(1)))
+        pos = m.end()
+    parts.append((template[pos:].encode(), None))
+    return tuple(parts)
+
+
+cdef class UpstreamTarget:
+    """An ``upstream:`` route's target: prefix stripping, rewrite, Host, read timeout; each
+    request it opens is an UpstreamCall."""
+    takes_body = True
+
+    def __init__(self, route_cfg, upstream):
+        self.upstream = upstream
+        self.strip_prefix = (route_cfg.strip_prefix.rstrip("/").encode()
+                             if route_cfg.strip_prefix else None)
+        self.rewrite_parts = _rewrite_parts(route_cfg.rewrite) if route_cfg.rewrite else None
+        self.preserve_host = route_cfg.preserve_host
+        self.read_timeout = (route_cfg.timeout_s if route_cfg.timeout_s is not None
+                             else upstream.read_timeout)
+
+    cpdef open(self, ex):
+        cdef UpstreamCall call = UpstreamCall(self, ex)
+        call.dispatch(None)
+        return call
+
+    def render_rewrite(self, params) -> bytes:
+        out = []
+        for literal, param in self.rewrite_parts:
+            out.append(literal)
+            if param is not None:
+                out.append((params or {}).get(param, "").encode("latin-1"))
+        return b"".join(out)
+
+
 cdef class UpstreamCall:
     """The ``upstream`` target's call for one request: pick a target (``Upstream.pick``),
     take a warm pooled connection or connect, send the head built once (hop-by-hop dropped,
@@ -24,7 +65,7 @@ cdef class UpstreamCall:
     (``ClientConnection.defer_flush``): a request rejected later in the same read sends
     nothing upstream, even over a warm pooled connection."""
 
-    def __init__(self, target, Exchange ex):
+    def __init__(self, UpstreamTarget target, Exchange ex):
         cdef RequestHead head = <RequestHead>ex.head
         self.target = target
         self.ex = ex

@@ -13,7 +13,7 @@ outside 100-599 count as ``"other"``.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from fastgate._core.stats import BUCKETS, RouteStats, request_done as _request_done
 
 __all__ = [
     "Metrics", "merge_snapshots", "render", "BUCKETS", "NO_ROUTE", "SNAPSHOT_VERSION",
@@ -23,42 +23,15 @@ __all__ = [
 NO_ROUTE = "_none"
 SNAPSHOT_VERSION = 1
 
-# Upper bounds (le) in seconds: from a cached sub-millisecond answer to a 30 s LLM call.
-BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-           0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# BUCKETS: upper bounds (le) in seconds, from a cached sub-millisecond answer to a 30 s LLM
+# call; the per-request counting is compiled (fastgate/_core/stats.pyx).
 _NBUCKETS = len(BUCKETS) + 1          # the last slot counts values above 30 s (+Inf only)
 
-_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
-_OTHER_METHOD = "OTHER"
-# str or bytes (as the parser hands it over) -> label; one dict probe also bounds cardinality
-_METHOD_LABEL = {**{m: m for m in _METHODS}, **{m.encode(): m for m in _METHODS}}
 
 RELOAD_OK = "success"
 RELOAD_FAILED = "failure"
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class _RouteStats:
-    """Everything one route accumulates per finished request."""
-
-    __slots__ = ("codes", "hist", "dur_sum", "bytes_in", "bytes_out", "upstreams")
-
-    def __init__(self):
-        self.codes = {}                 # (method, code int) -> count
-        self.hist = [0] * _NBUCKETS     # non-cumulative: bucket i holds BUCKETS[i-1] < v <= BUCKETS[i]
-        self.dur_sum = 0.0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.upstreams = {}             # upstream name -> _Hist
-
-
-class _Hist:
-    __slots__ = ("counts", "total")
-
-    def __init__(self):
-        self.counts = [0] * _NBUCKETS
-        self.total = 0.0
 
 
 class Metrics:
@@ -70,7 +43,7 @@ class Metrics:
                  "_overload_gauges")
 
     def __init__(self):
-        self._routes: dict[str, _RouteStats] = {}
+        self._routes: dict[str, RouteStats] = {}
         self._auth_failures: dict[tuple[str, str], int] = {}
         self._rate_limited: dict[str, int] = {}
         self._waf_blocked: dict[tuple[str, str], int] = {}
@@ -91,29 +64,14 @@ class Metrics:
                      bytes_in: int, bytes_out: int, upstream: str | None,
                      upstream_duration_s: float | None) -> None:
         """Record one finished request (after its last byte). ``route`` is "_none" unmatched;
-        ``method`` may be str or the parser's bytes."""
-        try:
-            r = self._routes[route]
-        except KeyError:
-            r = self._routes[route] = _RouteStats()
-        method = _METHOD_LABEL.get(method, _OTHER_METHOD)
-        codes = r.codes
-        key = (method, code)
-        try:
-            codes[key] += 1
-        except KeyError:
-            codes[key] = 1
-        r.hist[bisect_left(BUCKETS, duration_s)] += 1
-        r.dur_sum += duration_s
-        r.bytes_in += bytes_in
-        r.bytes_out += bytes_out
-        if upstream_duration_s is not None and upstream is not None:
-            try:
-                h = r.upstreams[upstream]
-            except KeyError:
-                h = r.upstreams[upstream] = _Hist()
-            h.counts[bisect_left(BUCKETS, upstream_duration_s)] += 1
-            h.total += upstream_duration_s
+        ``method`` may be str or the parser's bytes. The request path calls the compiled
+        function directly (``routes`` is the per-route table it counts into)."""
+        _request_done(self._routes, route, method, code, duration_s, bytes_in, bytes_out,
+                      upstream, upstream_duration_s)
+
+    @property
+    def routes(self):
+        return self._routes
 
     # -- the rarer events ---------------------------------------------------------------------
     def auth_failure(self, route: str, reason: str) -> None:

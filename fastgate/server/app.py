@@ -14,6 +14,7 @@ import time
 
 from fastgate.config import ConfigError, validate
 from fastgate.config.compile import compile_snapshot
+from fastgate._core.conn import record as _record
 from fastgate.server.connection import ClientConnection
 from fastgate.server.services import Services, SharedState
 from fastgate.upstream.pool import PoolRegistry
@@ -192,19 +193,9 @@ class Gateway:
             self._finish_stop()
 
     def record(self, ctx):
-        """Log phase: after the last byte of a response (or a refusal)."""
-        now = time.monotonic()
-        head = ctx.head
-        method = head.method if head is not None else b"OTHER"
-        self.metrics.request_done(
-            ctx.route_name, method, ctx.status, now - ctx.start, ctx.bytes_in, ctx.bytes_out,
-            ctx.upstream_name, ctx.upstream_duration,
-        )
-        if ctx.consumer is not None:
-            self.metrics.consumer_request(ctx.consumer, ctx.route_name, time.time())
-        access_log = self.access_log
-        if access_log.enabled:
-            access_log.log(access_log.entry(ctx, now))
+        """Log phase: after the last byte of a response (or a refusal): metrics and the
+        access log (compiled, fastgate/_core/conn_response.pxi)."""
+        _record(self, ctx)
 
     def log_error(self, msg, *args):
         log.warning(msg, *args)

@@ -8,48 +8,9 @@ retries, WebSocket tunnels).
 """
 from __future__ import annotations
 
-import re
-
-from fastgate._core.conn import IDEMPOTENT, UpstreamCall  # noqa: F401  (compiled: the call)
-
-_PARAM = re.compile(r"\{([^{}]+)\}")
-
-
-def _rewrite_parts(template: str):
-    parts = []
-    pos = 0
-    for m in _PARAM.finditer(template):
-        parts.append((template[pos:m.start()].encode(), m.group(1)))
-        pos = m.end()
-    parts.append((template[pos:].encode(), None))
-    return tuple(parts)
-
-
-class UpstreamTarget:
-    __slots__ = ("upstream", "strip_prefix", "rewrite_parts", "preserve_host", "read_timeout")
-    takes_body = True
-
-    def __init__(self, route_cfg, upstream):
-        self.upstream = upstream
-        self.strip_prefix = (route_cfg.strip_prefix.rstrip("/").encode()
-                             if route_cfg.strip_prefix else None)
-        self.rewrite_parts = _rewrite_parts(route_cfg.rewrite) if route_cfg.rewrite else None
-        self.preserve_host = route_cfg.preserve_host
-        self.read_timeout = (route_cfg.timeout_s if route_cfg.timeout_s is not None
-                             else upstream.read_timeout)
-
-    def open(self, ex):
-        call = UpstreamCall(self, ex)
-        call.dispatch(None)
-        return call
-
-    def render_rewrite(self, params) -> bytes:
-        out = []
-        for literal, param in self.rewrite_parts:
-            out.append(literal)
-            if param is not None:
-                out.append((params or {}).get(param, "").encode("latin-1"))
-        return b"".join(out)
+from fastgate._core.conn import (  # noqa: F401  (compiled with the connection)
+    IDEMPOTENT, UpstreamCall, UpstreamTarget,
+)
 
 
 def build(route_cfg, ctx):
