@@ -240,7 +240,7 @@ class PluginChain:
     """The plugins of one route as one core policy: each phase calls them in the listed
     order, after the built-in policies of that phase. Only the phases some plugin has are
     set (compile asks ``getattr(policy, phase, None)``). Exceptions are the core's to
-    handle: a failing plugin answers 500 for its request (fastgate/server/exchange.py)."""
+    handle: a failing plugin answers 500 for its request (fastgate/_core/conn_exchange.pxi)."""
 
     PHASES = ("access", "request_chunk", "request_body", "response", "response_body", "log")
 

@@ -2,7 +2,7 @@
 """The compiled connection: everything one proxied request crosses, as C.
 
 One module (so the references between these objects are typed and their calls go through
-vtables), read in five files:
+vtables), read in six files:
 
     conn_context.pxi   RequestContext: what policies read and set (``ctx``)
     conn_response.pxi  ResponseSide: response head and body phases, framing, local answers,
@@ -10,8 +10,9 @@ vtables), read in five files:
     conn_exchange.pxi  Exchange: routing, access and request-body phases, the target
     conn_client.pxi    ClientConnection: bytes, framing, flow control, deadlines,
                        pipelining, tunnels, malformed-input answers
-    conn_upstream.pxi  UpstreamCall (the ``upstream`` target's per-request call),
-                       UpstreamConnection, TargetPool, PoolRegistry
+    conn_upstream.pxi  UpstreamTarget and UpstreamCall (the ``upstream`` target's
+                       per-request call: head, pick, connect, relay, retries, tunnels)
+    conn_pool.pxi      UpstreamConnection, TargetPool (keep-alive), PoolRegistry
 
 The request path and the contracts between these pieces are in docs/internals.md; the
 Python modules that used to hold them (fastgate/server/connection.py, exchange.py,
@@ -92,3 +93,4 @@ include "conn_response.pxi"
 include "conn_exchange.pxi"
 include "conn_client.pxi"
 include "conn_upstream.pxi"
+include "conn_pool.pxi"

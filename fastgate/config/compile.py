@@ -18,7 +18,7 @@ from fastgate.upstream.balance import Upstream
 
 class CompiledRoute:
     """One route as the request path runs it: its target and, per phase, the tuple of
-    policy callables (see fastgate/server/exchange.py for the phases)."""
+    policy callables (see fastgate/_core/conn_exchange.pxi for the phases)."""
 
     __slots__ = (
         "name", "index", "cfg", "target", "access", "chunk", "body", "response",
