@@ -72,6 +72,20 @@ def sign_in(driver, base, token):
     assert wait_for(lambda: driver.find_elements(By.ID, "logout"), timeout=10)
 
 
+def submit(driver, element, confirm=False):
+    """Click a button that submits a form (``confirm``: after a confirm() dialog, accepted)
+    and wait for the page it leads to: the click returns before the navigation, and on a
+    loaded machine the old page is still there."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    if confirm:
+        driver.switch_to.alert.accept()
+    WebDriverWait(driver, 15).until(EC.staleness_of(old))
+
+
 def sign_out(driver):
     from selenium.webdriver.common.by import By
     driver.find_element(By.ID, "logout").click()
@@ -88,7 +102,7 @@ def test_the_whole_subscription_flow_in_a_browser(portal, browser):
     d.get(base + "/portal/")
     shot("sign-in")
     d.find_element(By.ID, "token").send_keys("wrong-token-0000000000")
-    d.find_element(By.ID, "sign-in").click()
+    submit(d, d.find_element(By.ID, "sign-in"))
     assert "not valid" in d.find_element(By.CSS_SELECTOR, ".flash").text
 
     # a viewer finds the API, sees its lifecycle and docs, asks for access
@@ -107,7 +121,7 @@ def test_the_whole_subscription_flow_in_a_browser(portal, browser):
     assert card.is_displayed()
     shot("catalog-search")
     Select(card.find_element(By.NAME, "consumer")).select_by_visible_text("shop")
-    card.find_element(By.CSS_SELECTOR, "button.subscribe").click()
+    submit(d, card.find_element(By.CSS_SELECTOR, "button.subscribe"))
     assert "waiting for the owning team" in d.find_element(By.CSS_SELECTOR, ".flash").text
     row = d.find_element(By.CSS_SELECTOR, "tbody tr")
     sid = row.get_attribute("id")[4:]
@@ -120,11 +134,10 @@ def test_the_whole_subscription_flow_in_a_browser(portal, browser):
     # the owning team's operator approves: the key is shown once
     sign_in(d, base, ALICE)
     d.get(base + "/portal/subscriptions")
-    d.find_element(By.CSS_SELECTOR, f"#sub-{sid} button.approve").click()
     # the approval is a config change (validated, prepared, written, recorded): the page
-    # that shows the key comes when it is done, later on a busy machine
-    from selenium.webdriver.support.ui import WebDriverWait
-    key = WebDriverWait(d, 15).until(lambda drv: drv.find_element(By.ID, "api-key")).text
+    # that shows the key comes when it is done
+    submit(d, d.find_element(By.CSS_SELECTOR, f"#sub-{sid} button.approve"))
+    key = d.find_element(By.ID, "api-key").text
     assert key.startswith("fgk_")
     shot("key-shown-once")
     d.get(base + "/portal/subscriptions")
@@ -146,8 +159,7 @@ def test_the_whole_subscription_flow_in_a_browser(portal, browser):
 
     # revoked: the key is refused at once
     d.get(base + "/portal/subscriptions")
-    d.find_element(By.CSS_SELECTOR, f"#sub-{sid} button.revoke").click()
-    d.switch_to.alert.accept()
+    submit(d, d.find_element(By.CSS_SELECTOR, f"#sub-{sid} button.revoke"), confirm=True)
     assert "no longer works" in d.find_element(By.CSS_SELECTOR, ".flash").text
     shot("revoked")
     r = httpx.get(proc.url + "/pay", headers={"X-API-Key": key}, timeout=10)
