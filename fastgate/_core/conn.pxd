@@ -7,7 +7,8 @@ Every attribute is ``public``: policies, plugins, targets written in Python, the
 the tests read and set them by name, exactly as before they were compiled. The references
 between these objects are typed, so the request path reaches across them as C struct
 accesses, and calls between them go through the vtables (``cpdef``)."""
-from fastgate._core.http cimport RequestHead, ResponseHead, RequestParser, ResponseParser
+from fastgate._core.http cimport (ParserHandler, RequestHead, ResponseHead, RequestParser,
+                                  ResponseParser)
 
 
 cdef class RequestContext:
@@ -89,7 +90,7 @@ cdef class Exchange(ResponseSide):
     cpdef _run_access(self)
 
 
-cdef class ClientConnection:
+cdef class ClientConnection(ParserHandler):
     cdef public object gateway
     cdef public bint tls
     cdef public object transport
@@ -112,6 +113,9 @@ cdef class ClientConnection:
     cdef public object tunnel
     cdef object __weakref__
 
+    cdef int handle_head(self, object head) except -1
+    cdef int handle_body(self, object data) except -1
+    cdef int handle_end(self) except -1
     cpdef write(self, data)
     cpdef writelines(self, parts)
     cpdef pause(self, int reason)
@@ -122,7 +126,7 @@ cdef class ClientConnection:
     cdef int _close(self) except -1
 
 
-cdef class UpstreamConnection:
+cdef class UpstreamConnection(ParserHandler):
     cdef public TargetPool pool
     cdef public object transport
     cdef public object parser
@@ -131,6 +135,10 @@ cdef class UpstreamConnection:
     cdef public bint reading_paused
     cdef public bint peer_paused
 
+    cdef int handle_head(self, object head) except -1
+    cdef int handle_body(self, object data) except -1
+    cdef int handle_end(self) except -1
+    cdef int handle_informational(self, object head) except -1
     cpdef pause_reading(self)
     cpdef resume_reading(self)
     cpdef close(self)

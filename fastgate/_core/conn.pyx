@@ -26,7 +26,8 @@ import re
 import ssl as _ssl
 import time
 
-from fastgate._core.http cimport RequestHead, ResponseHead, RequestParser, ResponseParser
+from fastgate._core.http cimport (ParserHandler, RequestHead, ResponseHead, RequestParser,
+                                  ResponseParser)
 from fastgate._core.http import HttpError
 from fastgate._core.router import MATCH, METHOD_NOT_ALLOWED, normalize_path
 from fastgate._core.writer import header_lines, join_head

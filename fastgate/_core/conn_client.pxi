@@ -1,5 +1,5 @@
 # Included by conn.pyx.
-cdef class ClientConnection:
+cdef class ClientConnection(ParserHandler):
     """One per accepted socket: bytes, framing, flow control, deadlines, pipelining,
     tunnels. It knows nothing of routes, policies or targets: each request head the parser
     delivers starts an ``Exchange``, which answers through the small interface below and
@@ -159,31 +159,46 @@ cdef class ClientConnection:
             ex.client_resume_writing()
 
     # ------------------------------------------------------------------ parser handler
-    def on_request(self, RequestHead head):
+    # The compiled parser calls these through the vtable (ParserHandler); on_request,
+    # on_body and on_request_complete are the same events for Python callers.
+    cdef int handle_head(self, object head) except -1:
+        cdef RequestHead h = <RequestHead>head
         cdef Exchange ex = Exchange.__new__(Exchange)
         self.state = _S_ACTIVE
         self.head_seen = False
-        ex._init(self, head)
+        ex._init(self, h)
         self.ex = ex
-        if head.chunked or head.content_length > 0:
+        if h.chunked or h.content_length > 0:
             self.deadline_kind = _D_BODY
             self.deadline = ex.start + ex.snapshot.limits.body_timeout_s
         else:
             self.deadline_kind = _D_NONE
             ex.body_done = True  # nothing to read; on_request_complete follows at once
         ex.begin()
+        return 0
 
-    def on_body(self, data):
+    cdef int handle_body(self, object data) except -1:
         ex = self.ex
         if ex is not None:
             ex.on_body(data)
+        return 0
 
-    def on_request_complete(self):
+    cdef int handle_end(self) except -1:
         if self.deadline_kind == _D_BODY:
             self.deadline_kind = _D_NONE
         ex = self.ex
         if ex is not None and not ex.body_done:    # a request without a body is done already
             ex.on_body_end()
+        return 0
+
+    def on_request(self, RequestHead head):
+        self.handle_head(head)
+
+    def on_body(self, data):
+        self.handle_body(data)
+
+    def on_request_complete(self):
+        self.handle_end()
 
     # ------------------------------------------------------------------ for the exchange
     cpdef write(self, data):

@@ -4,7 +4,7 @@ RESPONSE_MAX_HEADER_BYTES = 65536
 RESPONSE_MAX_HEADERS = 200
 
 
-cdef class UpstreamConnection:
+cdef class UpstreamConnection(ParserHandler):
     """One TCP/TLS connection to an upstream target: idle in its target's pool or owned by
     exactly one call. Callbacks from the compiled response parser go straight to the owner.
     A connection that saw anything unexpected (bytes while idle, a response longer than
@@ -83,29 +83,46 @@ cdef class UpstreamConnection:
             owner.upstream_resume_writing()
 
     # -- response parser handler ------------------------------------------------------
-    def on_informational(self, head):
-        pass  # 1xx other than 101 are hop-local; the gateway answers 100-continue itself
+    # The compiled parser calls these through the vtable (ParserHandler); the on_* methods
+    # are the same events for Python callers.
+    cdef int handle_informational(self, object head) except -1:
+        return 0  # 1xx other than 101 are hop-local; the gateway answers 100-continue itself
 
-    def on_response(self, head):
+    cdef int handle_head(self, object head) except -1:
         owner = self.owner
         if type(owner) is UpstreamCall:
             (<UpstreamCall>owner).on_upstream_response(self, head)
         elif owner is not None:   # None: closed by its owner inside this very read
             owner.on_upstream_response(self, head)
+        return 0
 
-    def on_body(self, data):
+    cdef int handle_body(self, object data) except -1:
         owner = self.owner
         if type(owner) is UpstreamCall:
             (<UpstreamCall>owner).on_upstream_body(data)
         elif owner is not None:
             owner.on_upstream_body(data)
+        return 0
 
-    def on_response_complete(self):
+    cdef int handle_end(self) except -1:
         owner = self.owner
         if type(owner) is UpstreamCall:
             (<UpstreamCall>owner).on_upstream_complete(self)
         elif owner is not None:
             owner.on_upstream_complete(self)
+        return 0
+
+    def on_informational(self, head):
+        pass
+
+    def on_response(self, head):
+        self.handle_head(head)
+
+    def on_body(self, data):
+        self.handle_body(data)
+
+    def on_response_complete(self):
+        self.handle_end()
 
     # -- control ----------------------------------------------------------------------
     cpdef pause_reading(self):

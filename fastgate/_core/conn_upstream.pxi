@@ -137,7 +137,12 @@ cdef class UpstreamCall:
         a connect task."""
         upstream = self.upstream
         ex = self.ex
-        pool = upstream.pick(ex, failed_pool)
+        single = upstream._single
+        if single is not None:
+            # Upstream.pick's answer for a one-target upstream, without the Python call
+            pool = single if single.healthy else None
+        else:
+            pool = upstream.pick(ex, failed_pool)
         if pool is None:
             ex.target_failed(503, "no_healthy_upstream",
                              f"no healthy target in upstream {upstream.name}")

@@ -34,6 +34,15 @@ cdef class ResponseHead:
     cdef readonly Py_ssize_t head_bytes
 
 
+cdef class ParserHandler:
+    """A compiled handler (the client and upstream connections, fastgate/_core/conn.pyx):
+    the parser calls these through the vtable instead of looking up Python methods."""
+    cdef int handle_head(self, object head) except -1
+    cdef int handle_informational(self, object head) except -1
+    cdef int handle_body(self, object data) except -1
+    cdef int handle_end(self) except -1
+
+
 cdef class _HttpParser:
     # input handling: the unconsumed tail between feeds lives in _buf[_bstart:_blen]
     cdef char* _buf
@@ -52,6 +61,7 @@ cdef class _HttpParser:
     cdef bint _processing
     cdef object _error
     cdef object _on_body
+    cdef ParserHandler _fast       # a compiled handler, called directly (else the _on_* methods)
 
     cdef Py_ssize_t _max_line
     cdef Py_ssize_t _max_header_bytes

@@ -304,6 +304,26 @@ cdef object _find(list headers, object lname, object default, bint every):
     return default
 
 
+# --------------------------------------------------------------------------- handlers
+cdef class ParserHandler:
+    """Base of a compiled handler: the parser calls ``handle_head`` (on_request /
+    on_response), ``handle_informational``, ``handle_body`` and ``handle_end`` (on_request_complete
+    / on_response_complete) through the vtable, with no Python call per event. Any other
+    handler object is called through its ``on_*`` methods."""
+
+    cdef int handle_head(self, object head) except -1:
+        return 0
+
+    cdef int handle_informational(self, object head) except -1:
+        return 0
+
+    cdef int handle_body(self, object data) except -1:
+        return 0
+
+    cdef int handle_end(self) except -1:
+        return 0
+
+
 # ------------------------------------------------------------------------------ heads
 @cython.freelist(64)
 @cython.final
@@ -894,7 +914,11 @@ cdef class _HttpParser:
         self._body_total += n
         if self._body_total > self._body_limit:
             self._fail(413, "request body too large")
-        if self._on_body is not None:
+        if self._fast is not None:
+            if whole is None:
+                whole = PyBytes_FromStringAndSize(<const char*>p, n)
+            self._fast.handle_body(whole)
+        elif self._on_body is not None:
             if whole is None:
                 whole = PyBytes_FromStringAndSize(<const char*>p, n)
             self._on_body(whole)
@@ -955,9 +979,12 @@ cdef class RequestParser(_HttpParser):
                 or max_body_bytes < 0:
             raise ValueError("parser limits must be positive")
         self._is_request = True
-        self._on_request = getattr(handler, "on_request", None)
-        self._on_body = getattr(handler, "on_body", None)
-        self._on_request_complete = getattr(handler, "on_request_complete", None)
+        if isinstance(handler, ParserHandler):
+            self._fast = handler
+        else:
+            self._on_request = getattr(handler, "on_request", None)
+            self._on_body = getattr(handler, "on_body", None)
+            self._on_request_complete = getattr(handler, "on_request_complete", None)
         self._max_line = max_request_line_bytes
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
@@ -1094,7 +1121,11 @@ cdef class RequestParser(_HttpParser):
             self._remaining = self._cl
         else:
             self._state = S_COMPLETE
-        if self._on_request is not None:
+        if self._fast is not None:
+            self._fast.handle_head(head)
+            if self._state == S_DONE:
+                return 0
+        elif self._on_request is not None:
             self._on_request(head)
             if self._state == S_DONE:
                 return 0
@@ -1109,7 +1140,9 @@ cdef class RequestParser(_HttpParser):
         self._paused = True
         self._head = None
         self._headers = None
-        if self._on_request_complete is not None:
+        if self._fast is not None:
+            self._fast.handle_end()
+        elif self._on_request_complete is not None:
             self._on_request_complete()
         return 0
 
@@ -1165,10 +1198,13 @@ cdef class ResponseParser(_HttpParser):
         if max_header_bytes < 2 or max_headers < 0:
             raise ValueError("parser limits must be positive")
         self._is_request = False
-        self._on_informational = getattr(handler, "on_informational", None)
-        self._on_response = getattr(handler, "on_response", None)
-        self._on_body = getattr(handler, "on_body", None)
-        self._on_response_complete = getattr(handler, "on_response_complete", None)
+        if isinstance(handler, ParserHandler):
+            self._fast = handler
+        else:
+            self._on_informational = getattr(handler, "on_informational", None)
+            self._on_response = getattr(handler, "on_response", None)
+            self._on_body = getattr(handler, "on_body", None)
+            self._on_response_complete = getattr(handler, "on_response_complete", None)
         self._max_header_bytes = max_header_bytes
         self._max_line = max_header_bytes
         self._max_headers = max_headers
@@ -1278,13 +1314,17 @@ cdef class ResponseParser(_HttpParser):
         if status < 200 and status != 101:
             self._reset_head()
             self._state = S_FIRST_LINE
-            if self._on_informational is not None:
+            if self._fast is not None:
+                self._fast.handle_informational(head)
+            elif self._on_informational is not None:
                 self._on_informational(head)
             return 0
         if status == 101:
             self._state = S_UPGRADED
             self._paused = True
-            if self._on_response is not None:
+            if self._fast is not None:
+                self._fast.handle_head(head)
+            elif self._on_response is not None:
                 self._on_response(head)
             return 0
         if self._te_seen:
@@ -1313,7 +1353,9 @@ cdef class ResponseParser(_HttpParser):
             head.keep_alive = False
         elif self._version == 10 and self._te_seen:
             head.keep_alive = False  # RFC 9112 6.1: framing of such a message is suspect
-        if self._on_response is not None:
+        if self._fast is not None:
+            self._fast.handle_head(head)
+        elif self._on_response is not None:
             self._on_response(head)
             if self._state == S_DONE:
                 return 0
@@ -1326,7 +1368,9 @@ cdef class ResponseParser(_HttpParser):
         self._paused = True
         self._head = None
         self._headers = None
-        if self._on_response_complete is not None:
+        if self._fast is not None:
+            self._fast.handle_end()
+        elif self._on_response_complete is not None:
             self._on_response_complete()
         return 0
 
