@@ -348,8 +348,8 @@ def fast_view(bytes raw_target not None, list headers not None, body, frozenset 
             if name in skip:
                 continue
             value = (<tuple>item)[1]
-            if clean is not None and value in clean:
-                continue
+            if clean is not None and value in clean and b"filename" not in name:
+                continue            # (a filename header is judged as a filename, not a header)
             if name in TOKEN_HEADERS and token_shaped(value):
                 continue
             buf[o] = 2
@@ -380,5 +380,7 @@ def remember_clean(list headers not None, frozenset skip not None, dict clean no
         if name in skip:
             continue
         value = (<tuple>item)[1]
+        if name in TOKEN_HEADERS and token_shaped(value):
+            continue            # left out of the scan: never found clean
         if PyBytes_GET_SIZE(value) <= max_len:
             clean[value] = True

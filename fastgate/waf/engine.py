@@ -41,6 +41,7 @@ _DETECTORS = {
 SMALL = 512          # values up to this size are judged whole
 BEFORE, AFTER = 320, 160   # a window around a prefilter match in a longer value
 MAX_WINDOWS = 8      # per class and value
+CLEAN_MAX_ENTRIES, CLEAN_MAX_LEN = 4096, 1024   # the clean header-value table's bounds
 DEADLINE_S = 0.0009  # the precise stage stops after this long (the loop is not held 1 ms)
 # Samples that take every detector through its regexes once, so that no request pays for
 # compiling them (Engine.__init__ runs them: "warm before the swap").
@@ -120,16 +121,23 @@ class Engine:
         budget = self._budget
         pf = self._pf
         deadline = perf_counter() + DEADLINE_S
+        clean = self._clean
         for name, kind, raw in collect(raw_target, headers, body, content_type,
                                        self._exclude_args, self._exclude_headers, self._body_limit):
             if perf_counter() > deadline:
                 return self._out_of_time()
-            if kind == "header" and "filename" in name:
-                kind = "filename"
+            if kind == "header":
+                if "filename" in name:
+                    kind = "filename"
+                elif raw in clean:
+                    continue
             v = decode(raw)
-            if len(v) <= SMALL:
+            whole = len(v) <= SMALL
+            if whole:
                 classes = pf.classes(v)
                 if not classes:
+                    if kind == "header":
+                        self._remember(raw)
                     continue
                 text = v.decode("latin-1").lower()
                 jobs = [(cls, text) for cls in classes]
@@ -151,7 +159,20 @@ class Engine:
                 if why:
                     self._detail = (why, t[:300])
                     return Match(cls, name)
+            if whole and kind == "header":
+                # judged whole and clean: the next request carrying this value (browsers
+                # repeat sec-ch-ua, accept, user-agent, etags) leaves it out of the scan
+                self._remember(raw)
         return None
+
+    def _remember(self, raw) -> None:
+        """A header value judged clean (as a ``header`` part: its verdict depends only on
+        its bytes) is kept in the bounded ``_clean`` table fast_view and _precise skip."""
+        clean = self._clean
+        if len(raw) <= CLEAN_MAX_LEN:
+            if len(clean) >= CLEAN_MAX_ENTRIES:
+                clean.clear()
+            clean[raw] = True
 
 
     def _out_of_time(self):

@@ -131,6 +131,51 @@ def test_attack_split_over_many_packets_is_still_blocked(waf_gw):
     assert data.startswith(b"HTTP/1.1 403")
 
 
+def _raw(port, data: bytes, then: bytes = b"", pause: float = 0.0) -> bytes:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(5)
+    try:
+        s.sendall(data)
+        if pause:
+            time.sleep(pause)
+        if then:
+            s.sendall(then)
+        return s.recv(65536)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("where", ["query", "header"])
+def test_head_attack_with_a_small_body_is_judged_with_the_body(waf_gw, where):
+    """A small declared body: head and body are judged together once the body is here (one
+    scan). The attack in the head is still refused, the upstream never sees it, and the
+    log names the head's part."""
+    up = waf_gw.up
+    before = len(up.requests)
+    body = b'{"note": "a benign body"}'
+    target = b"/orders?id=1%27%20OR%201%3D1--" if where == "query" else b"/orders"
+    extra = b"" if where == "query" else b"x-user: a; id; uname -a\r\n"
+    head = (b"POST " + target + b" HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + extra + b"content-length: %d\r\nx-request-id: defer-%s\r\n\r\n"
+            % (len(body), where.encode()))
+    data = _raw(waf_gw.port, head, body, pause=0.05)
+    assert data.startswith(b"HTTP/1.1 403"), data[:200]
+    time.sleep(0.05)
+    assert len(up.requests) == before
+    e = _log(waf_gw.tmp, "defer-" + where)
+    assert e["waf_part"] == ("args:id" if where == "query" else "headers:x-user")
+
+
+def test_head_attack_is_refused_before_a_large_or_expected_body(waf_gw):
+    """A large declared body, or Expect: 100-continue: the head is judged on arrival and
+    refused before any of the body is sent (the client gets no 100 Continue)."""
+    for extra, length in ((b"", 1 << 20), (b"expect: 100-continue\r\n", 100)):
+        head = (b"POST /orders?id=1%27%20OR%201%3D1-- HTTP/1.1\r\nhost: x\r\n" + extra
+                + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % length)
+        data = _raw(waf_gw.port, head)
+        assert data.startswith(b"HTTP/1.1 403"), data[:200]
+
+
 def test_monitor_mode_forwards_logs_and_counts(tmp_path, upstream, gateway_factory):
     from tests.helpers.gateway import free_port
     cfg = _cfg(upstream, tmp_path, {"mode": "monitor"})

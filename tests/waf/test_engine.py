@@ -76,6 +76,32 @@ def test_header_clean_cache_does_not_hide_attacks(engine):
     assert engine.inspect(b"GET", b"/", H + [(b"referer", b"x' or '1'='1")], None, None) is not None
 
 
+
+def test_header_values_judged_clean_are_remembered():
+    """A header value the precise stage judged clean (a browser's sec-ch-ua ends with a
+    quote: the prefilter flags it) is left out of later requests' scans, so a browser's
+    every request does not pay for the precise stage."""
+    e = Engine()
+    ua = b'"Chromium";v="124", "Google Chrome";v="124", "Not-A.Brand";v="99"'
+    assert e._pf.any(ua)
+    hs = H + [(b"sec-ch-ua", ua)]
+    e.explain(b"GET", b"/", hs, None, None)
+    assert ua in e._clean
+    # the same value in a filename header is a filename there, still judged
+    m = e.inspect(b"GET", b"/", [(b"x-filename", b"../../../../etc/passwd")], None, None)
+    assert m is not None and m.rule == "path_traversal"
+
+
+def test_token_headers_left_out_of_the_scan_are_not_taken_for_clean():
+    """fast_view leaves token-shaped credentials out of its scan; a request that passed
+    that way must not whitelist them for the precise stage of the next one."""
+    e = Engine()
+    token = b"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0onload=.abc"
+    hs = H + [(b"authorization", token)]
+    assert e.inspect(b"GET", b"/", hs, None, None) is None     # the fast path: token skipped
+    assert token not in e._clean
+    assert H[1][1] in e._clean                                  # the scanned ones are kept
+
 @pytest.mark.parametrize("payload", [
     b"%", b"%%%%", b"%zz%u12%uZZZZ", b"&#x110000000;&#99999999999;", b"\\u{FFFFFFFFF}\\uD800",
     b"\xff\xfe\xc0\xc1\xe0\x80", b"\x00" * 100, b"{" * 5000, b"[" * 100000, b'{"a":' * 3000 + b"1" + b"}" * 3000,

@@ -4,7 +4,9 @@ Two phases:
 
 * access: the request line and every header (the path raw and decoded, query argument
   names and values, header and cookie values) are inspected before anything else of the
-  request is read, so an attack in the URL or a header is refused before its body arrives;
+  request is read, so an attack in the URL or a header is refused before its body arrives
+  (a request declaring a body of at most 16 KiB, without ``Expect: 100-continue``, has its
+  head judged with the body instead, in one pass: that body comes with the head);
 * request body: up to ``inspect_body_bytes`` of the body (form, JSON keys and string values,
   text parts of multipart, other text), once it is all here (the route buffers the body up
   to its ``max_body_bytes`` for this: the upstream never sees a body that was not inspected).
@@ -104,22 +106,46 @@ class WafPolicy:
 
 
 
+# A declared body up to this size arrives with its head (one or two reads): the head is
+# then judged with it, in the body phase, in one scan.
+DEFER_HEAD_BYTES = 16384
+
+
+def _deferred(head) -> bool:
+    """Whether the head's inspection waits for the body: a small declared length and no
+    ``Expect: 100-continue`` (that client waits for an answer before sending its body)."""
+    return 0 < head.content_length <= DEFER_HEAD_BYTES and not head.expect_continue
+
+
 class WafBodyPolicy(WafPolicy):
     """The same, with body inspection (``inspect_body_bytes`` > 0): the route buffers
-    bodies for it."""
+    bodies for it. A request with a small declared body (``DEFER_HEAD_BYTES``) is judged
+    whole in the body phase, head and body in one pass: it reaches the upstream only after
+    that either way, and one scan costs about half of two."""
 
     __slots__ = ()
 
+    def access(self, ctx):
+        if _deferred(ctx.head):
+            return None
+        return WafPolicy.access(self, ctx)
+
     def request_body(self, ctx, body):
-        if not body:
+        head = ctx.head
+        deferred = _deferred(head)
+        if not body and not deferred:
             return None
         if ctx.log_fields is not None and "waf_rule" in ctx.log_fields:
             return None             # monitor mode: the head already matched
         if (self.prefixes or self.exact) and self._excluded(ctx):
             return None
-        head = ctx.head
-        m = self.engine.inspect(head.method, b"/", (), body[:self.body_bytes],
-                                head.get(b"content-type"))
+        if deferred:
+            target = head.path + b"?" + head.query if head.query else head.path
+            m = self.engine.inspect(head.method, target, head.headers, body[:self.body_bytes],
+                                    head.get(b"content-type"))
+        else:
+            m = self.engine.inspect(head.method, b"/", (), body[:self.body_bytes],
+                                    head.get(b"content-type"))
         if m is None:
             return None
         return self._matched(ctx, m)
