@@ -41,7 +41,7 @@ _DETECTORS = {
 SMALL = 512          # values up to this size are judged whole
 BEFORE, AFTER = 320, 160   # a window around a prefilter match in a longer value
 MAX_WINDOWS = 8      # per class and value
-CLEAN_MAX_ENTRIES, CLEAN_MAX_LEN = 4096, 1024   # the clean header-value table's bounds
+CLEAN_MAX_ENTRIES, CLEAN_MAX_LEN = 4096, 512   # bounds of each table of parts judged clean
 DEADLINE_S = 0.0009  # the precise stage stops after this long (the loop is not held 1 ms)
 # Samples that take every detector through its regexes once, so that no request pays for
 # compiling them (Engine.__init__ runs them: "warm before the swap").
@@ -63,7 +63,7 @@ class Match:
 
 class Engine:
     __slots__ = ("rules", "_pf", "_skip", "_exclude_args", "_exclude_headers", "_body_limit",
-                 "_order", "_budget", "_detail", "_clean", "_on_budget")
+                 "_order", "_budget", "_detail", "_clean", "_judged", "_on_budget")
 
     def __init__(self, rules=DEFAULT_RULES, exclude_args=(), exclude_headers=(),
                  inspect_body_bytes: int = 65536, precise_budget: int = 32768,
@@ -88,6 +88,8 @@ class Engine:
         # Header values seen clean before (User-Agent, Accept... repeat across requests):
         # bounded, cleared when full; a clean verdict depends only on the value's bytes.
         self._clean = {}
+        # Parts the precise stage judged clean, per kind (``header`` is ``_clean``).
+        self._judged = {"header": self._clean}
         self._warm()
 
     def _warm(self) -> None:
@@ -121,23 +123,24 @@ class Engine:
         budget = self._budget
         pf = self._pf
         deadline = perf_counter() + DEADLINE_S
-        clean = self._clean
+        judged = self._judged
         for name, kind, raw in collect(raw_target, headers, body, content_type,
                                        self._exclude_args, self._exclude_headers, self._body_limit):
             if perf_counter() > deadline:
                 return self._out_of_time()
-            if kind == "header":
-                if "filename" in name:
-                    kind = "filename"
-                elif raw in clean:
-                    continue
+            if kind == "header" and "filename" in name:
+                kind = "filename"
+            seen = judged.get(kind)
+            if seen is None:
+                seen = judged[kind] = {}
+            elif raw in seen:
+                continue            # judged clean before, as this kind of part
             v = decode(raw)
             whole = len(v) <= SMALL
             if whole:
                 classes = pf.classes(v)
                 if not classes:
-                    if kind == "header":
-                        self._remember(raw)
+                    _remember(seen, raw)
                     continue
                 text = v.decode("latin-1").lower()
                 jobs = [(cls, text) for cls in classes]
@@ -159,21 +162,12 @@ class Engine:
                 if why:
                     self._detail = (why, t[:300])
                     return Match(cls, name)
-            if whole and kind == "header":
-                # judged whole and clean: the next request carrying this value (browsers
-                # repeat sec-ch-ua, accept, user-agent, etags) leaves it out of the scan
-                self._remember(raw)
+            if whole:
+                # judged whole and clean: the next request with this value in this kind of
+                # part skips it (browsers repeat sec-ch-ua and etags; JSON keys, argument
+                # names and enum-like values repeat across every client)
+                _remember(seen, raw)
         return None
-
-    def _remember(self, raw) -> None:
-        """A header value judged clean (as a ``header`` part: its verdict depends only on
-        its bytes) is kept in the bounded ``_clean`` table fast_view and _precise skip."""
-        clean = self._clean
-        if len(raw) <= CLEAN_MAX_LEN:
-            if len(clean) >= CLEAN_MAX_ENTRIES:
-                clean.clear()
-            clean[raw] = True
-
 
     def _out_of_time(self):
         """The precise stage ran out of time (``DEADLINE_S``) with parts still to judge: the
@@ -189,6 +183,15 @@ class Engine:
         if self._on_budget == "pass":
             return None
         return Match(cls or self._order[0], part)
+
+
+def _remember(seen: dict, raw) -> None:
+    """A part judged clean is kept in its kind's bounded table (a verdict depends only on the
+    part's bytes and kind). The ``header`` table is also the one fast_view skips values of."""
+    if len(raw) <= CLEAN_MAX_LEN:
+        if len(seen) >= CLEAN_MAX_ENTRIES:
+            seen.clear()
+        seen[raw] = True
 
 
 def _windows(text: str, ends) -> list:

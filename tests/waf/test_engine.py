@@ -92,6 +92,21 @@ def test_header_values_judged_clean_are_remembered():
     assert m is not None and m.rule == "path_traversal"
 
 
+def test_parts_judged_clean_are_remembered_per_kind():
+    """The precise stage keeps parts it judged clean per kind (a verdict depends only on the
+    bytes and the kind of part): the same bytes as another kind are judged again."""
+    e = Engine()
+    body = b'{"comment": "meet me at Union Station"}'      # "union": the prefilter flags it
+    assert e._pf.any(body)
+    assert e.inspect(b"POST", b"/", [], body, b"application/json") is None
+    assert b"meet me at Union Station" in e._judged["value"]
+    assert b"comment" in e._judged["jsonkey"]
+    # bytes clean as a JSON value are still judged as a header (start-of-value rules differ)
+    m = e.inspect(b"GET", b"/", [(b"x-a", b"x' or '1'='1")], None, None)
+    assert m is not None and m.rule == "sqli"
+    assert e.inspect(b"POST", b"/", [], b'{"q": "x\' or \'1\'=\'1"}', b"application/json") is not None
+
+
 def test_token_headers_left_out_of_the_scan_are_not_taken_for_clean():
     """fast_view leaves token-shaped credentials out of its scan; a request that passed
     that way must not whitelist them for the precise stage of the next one."""
