@@ -22,6 +22,9 @@ __all__ = ("Prefilter", "PATTERNS")
 
 _S = r"[\s+]"  # a space in the decoded view, or a form-encoded one
 _FOLLOW = r"(?:[\s;|&<>`)'\"$+\x01\x02}]|$)"
+# The end of a value: the buffer's end, or in a fast_view buffer the end of a query argument,
+# a header value or the target (the precise stage scans each value alone, where ``$`` is it).
+_END = r"(?:$|[&\x01\x02])"
 
 
 def _alt(words) -> str:
@@ -39,13 +42,13 @@ _FUNCS = _alt(STRONG_FUNCS)
 
 SQLI = [
     r"['\"`][\s()+]{0,6}(?:[;=<>!+\-*/%^&|~#]|::|(?:" + _SQL_WORDS_AFTER_QUOTE + r")\b)",
-    r"['\"`][\s()+]{0,6}$",
+    r"['\"`][\s()+]{0,6}$",   # (not _END: browsers' sec-ch-ua and etag headers end so)
     r"\b(?:or|and|xor|not)[\s+(]+(?:[\d'\"@(]|true\b|false\b|null\b|not\b|select\b|exists\b)",
     r"(?:&&|\|\|)",
     r"\b(?:union|intersect|except|minus)\b",
     r"\bselect\b[\s+(]*(?:[*@\d'\"(`]|\w+[\s+]*[(,.]|\w+[\s+]+(?:as|from)\b|distinct\b|all\b|top\b|"
     r"null\b|case\b|if\b|sql_calc|straight_join|high_priority)",
-    r"\bselect[\s+]+\w+$",
+    r"\bselect[\s+]+\w+" + _END,
     r"\b(?:insert|replace)[\s+]+(?:ignore[\s+]+|low_priority[\s+]+|delayed[\s+]+)?into\b",
     r"\bupdate\b[^;\n]{1,80}?\bset\b",
     r"\bdelete[\s+]+from\b",
@@ -121,7 +124,7 @@ CMDI = [
     + r"(?:\.exe)?" + _FOLLOW_VALUE,
     _START + _BINPREFIX + _alt(STRONG_COMMANDS) + r"(?:\.exe)?" + _FOLLOW_VALUE,
     _START + _BINPREFIX + _WEAK_CMDS + r"(?:\.exe)?(?:[\s+]+(?:-{1,2}[a-z0-9]|[/~][\w./*?-]|[|<>])"
-    r"|[\s+]*(?:[|;<>`$)]|&&)|[\s+]+[^\s+]+[\s+]*[|<>]|/[a-z?]{1,3}(?:[\s+]|$))",
+    r"|[\s+]*(?:[|;<>`$)]|&&)|[\s+]+[^\s+]+[\s+]*[|<>]|/[a-z?]{1,3}(?:[\s+]|" + _END + "))",
     _START + r"(?:sudo|nohup|time|env|exec|command|builtin|nice|timeout|xargs|strace|ltrace|busybox|"
     r"setsid|stdbuf|unbuffer|doas)[\s+]+",
     _START + r"(?:python|perl|ruby|php|node|lua)\d[\d.]{0,5}[\s+]+[^\s+]",
