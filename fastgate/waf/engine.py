@@ -8,12 +8,18 @@ part run their precise detector on it (tokenizers and structural checks in sqli,
 traversal, cmdi, extra). The first detector that fires gives the Match.
 
 Bounds: the body is cut at ``inspect_body_bytes``; a part longer than ``SMALL`` bytes is
-judged in windows around its prefilter matches (at most ``MAX_WINDOWS`` per class); the precise
-stage stops after ``precise_budget`` bytes or ``DEADLINE_S`` seconds per request, so an attack
-does not hold the event loop for 1 ms. A request that exhausts the budget with suspicious
-parts left unjudged passes (``on_budget="pass"``, the default, like ModSecurity's
-ProcessPartial: a deadline must not turn machine noise into false positives) or is blocked
-(``on_budget="block"``: padding is then no bypass, at the price of blocking huge prose bodies). ``inspect`` never raises: an internal error returns
+judged in windows around every one of its prefilter matches; the precise
+stage judges at most ``precise_budget`` bytes per request. A request that exhausts the budget
+with suspicious parts left unjudged passes (``on_budget="pass"``, the default, like
+ModSecurity's ProcessPartial) or is blocked (``on_budget="block"``: padding is then no
+bypass, at the price of blocking huge prose bodies).
+
+Time: ``inspect`` judges a request whole, synchronously (tools and tests). The gateway calls
+``start``, which returns the verdict or, when the precise stage has run ``DEADLINE_S`` (0.8
+ms), a ``Judgement`` to ``resume()`` on a later turn of the event loop: the loop is never held
+1 ms, and the verdict never depends on how busy the machine is (an early version passed
+what it had not finished judging in time, and 50 benign-looking values in front of an
+attack were a bypass). Neither raises: an internal error returns
 ``Match("waf_error", "engine")`` (fail closed).
 """
 from __future__ import annotations
@@ -24,10 +30,10 @@ from time import perf_counter
 
 from fastgate._core.wafdecode import decode, fast_view, remember_clean
 from fastgate.waf import cmdi, extra, sqli, traversal, xss
-from fastgate.waf.parts import FRAMING_HEADERS, collect
+from fastgate.waf.parts import FRAMING_HEADERS, iter_parts
 from fastgate.waf.prefilter import Prefilter
 
-__all__ = ("Engine", "Match", "RULES", "DEFAULT_RULES")
+__all__ = ("Engine", "Judgement", "Match", "RULES", "DEFAULT_RULES")
 
 DEFAULT_RULES = ("sqli", "xss", "path_traversal", "command_injection")
 RULES = DEFAULT_RULES + ("rfi", "php", "java")
@@ -40,9 +46,9 @@ _DETECTORS = {
 }
 SMALL = 512          # values up to this size are judged whole
 BEFORE, AFTER = 320, 160   # a window around a prefilter match in a longer value
-MAX_WINDOWS = 8      # per class and value
+WMAX = 2 * (BEFORE + AFTER)   # merged windows longer than this are judged in overlapping pieces
 CLEAN_MAX_ENTRIES, CLEAN_MAX_LEN = 4096, 512   # bounds of each table of parts judged clean
-DEADLINE_S = 0.0009  # the precise stage stops after this long (the loop is not held 1 ms)
+DEADLINE_S = 0.0008  # a slice of the precise stage (the loop is not held 1 ms)
 # Samples that take every detector through its regexes once, so that no request pays for
 # compiling them (Engine.__init__ runs them: "warm before the swap").
 _WARM = (
@@ -101,7 +107,16 @@ class Engine:
         self.inspect(b"GET", _WARM, [(b"user-agent", b"warm; x")], b'{"a": "b c"}', b"application/json")
 
     def inspect(self, method: bytes, raw_target: bytes, headers, body, content_type) -> Match | None:
-        """None, or the Match of the first part a detector judges an attack."""
+        """None, or the Match of the first part a detector judges an attack (judged whole,
+        however long it takes)."""
+        r = self.start(method, raw_target, headers, body, content_type)
+        while r.__class__ is Judgement:
+            r = r.resume()
+        return r
+
+    def start(self, method: bytes, raw_target: bytes, headers, body, content_type):
+        """None, a Match, or a Judgement still under way after ``DEADLINE_S``."""
+        began = perf_counter()
         try:
             if type(headers) is not list:
                 headers = list(headers)
@@ -109,7 +124,8 @@ class Engine:
             if not self._pf.any(view):
                 remember_clean(headers, self._skip, self._clean)
                 return None
-            return self._precise(raw_target, headers, body, content_type)
+            return Judgement(self._precise(raw_target, headers, body, content_type,
+                                           began + DEADLINE_S)).resume()
         except Exception:  # noqa: BLE001 - a WAF must answer; a bug fails closed
             return Match("waf_error", "engine")
 
@@ -119,15 +135,17 @@ class Engine:
         m = self.inspect(method, raw_target, headers, body, content_type)
         return m, self._detail
 
-    def _precise(self, raw_target, headers, body, content_type) -> Match | None:
+    def _precise(self, raw_target, headers, body, content_type, deadline):
+        """The precise stage as a generator: it yields each time it has run ``DEADLINE_S``
+        and returns the verdict (Judgement drives it)."""
         budget = self._budget
         pf = self._pf
-        deadline = perf_counter() + DEADLINE_S
         judged = self._judged
-        for name, kind, raw in collect(raw_target, headers, body, content_type,
-                                       self._exclude_args, self._exclude_headers, self._body_limit):
+        for name, kind, raw in iter_parts(raw_target, headers, body, content_type,
+                                          self._exclude_args, self._exclude_headers, self._body_limit):
             if perf_counter() > deadline:
-                return self._out_of_time()
+                yield
+                deadline = perf_counter() + DEADLINE_S
             if kind == "header" and "filename" in name:
                 kind = "filename"
             seen = judged.get(kind)
@@ -146,7 +164,11 @@ class Engine:
                 jobs = [(cls, text) for cls in classes]
             else:
                 # A long value: judge windows around the prefilter's matches, not the whole.
+                # Every match gets its window (the byte budget bounds the work): a value
+                # padded with harmless matches must not hide an attack after them.
                 hits = pf.offsets(v)
+                if hits is None:    # matches too dense to list: more than the budget judges
+                    return self._exhausted(name, None)
                 if not hits:
                     continue
                 text = v.decode("latin-1").lower()
@@ -156,7 +178,8 @@ class Engine:
                 if budget <= 0:
                     return self._exhausted(name, cls)
                 if perf_counter() > deadline:
-                    return self._out_of_time()
+                    yield
+                    deadline = perf_counter() + DEADLINE_S
                 budget -= len(t)
                 why = _DETECTORS[cls](t, kind)
                 if why:
@@ -169,20 +192,33 @@ class Engine:
                 _remember(seen, raw)
         return None
 
-    def _out_of_time(self):
-        """The precise stage ran out of time (``DEADLINE_S``) with parts still to judge: the
-        request passes whatever ``on_budget`` says. How far a request got in 0.9 ms depends
-        on the machine and its load, and a verdict must not (a busy CI machine refused a
-        benign body that way); the byte budget is what bounds the work deterministically."""
-        self._detail = ("deadline", "")
-        return None
-
     def _exhausted(self, part, cls):
         """The precise stage ran out of its byte budget with parts still to judge."""
         self._detail = ("budget", "")
         if self._on_budget == "pass":
             return None
         return Match(cls or self._order[0], part)
+
+
+class Judgement:
+    """A precise stage under way: ``resume()`` runs it for up to ``DEADLINE_S`` more and
+    returns the verdict (None or a Match), or itself while there is more to judge."""
+
+    __slots__ = ("_steps", "slices")
+
+    def __init__(self, steps):
+        self._steps = steps
+        self.slices = 0
+
+    def resume(self):
+        self.slices += 1
+        try:
+            next(self._steps)
+        except StopIteration as done:
+            return done.value
+        except Exception:  # noqa: BLE001 - fail closed, as inspect does
+            return Match("waf_error", "engine")
+        return self
 
 
 def _remember(seen: dict, raw) -> None:
@@ -195,9 +231,10 @@ def _remember(seen: dict, raw) -> None:
 
 
 def _windows(text: str, ends) -> list:
-    """Merged windows around match ends; one not at the value's start begins with a marker
-    so that start-of-value rules do not take it for the value's start."""
-    out = []
+    """Merged windows around match ends, each at most ``WMAX`` long (a longer run is cut in
+    pieces overlapping by ``BEFORE``); one not at the value's start begins with a marker so
+    that start-of-value rules do not take it for the value's start."""
+    spans = []
     a0 = b0 = -1
     for e in ends:
         a, b = max(0, e - BEFORE), min(len(text), e + AFTER)
@@ -205,8 +242,14 @@ def _windows(text: str, ends) -> list:
             b0 = max(b0, b)
             continue
         if a0 >= 0:
-            out.append((a0, b0))
+            spans.append((a0, b0))
         a0, b0 = a, b
     if a0 >= 0:
-        out.append((a0, b0))
-    return [text[a:b] if a == 0 else "\x03 " + text[a:b] for a, b in out[:MAX_WINDOWS]]
+        spans.append((a0, b0))
+    out = []
+    for a, b in spans:
+        while b - a > WMAX:
+            out.append((a, a + WMAX))
+            a += WMAX - BEFORE
+        out.append((a, b))
+    return [text[a:b] if a == 0 else "\x03 " + text[a:b] for a, b in out]

@@ -15,7 +15,7 @@ import re
 
 import orjson
 
-__all__ = ("collect", "split_pairs", "unquote_plus", "MAX_PARTS", "MAX_JSON_DEPTH")
+__all__ = ("collect", "iter_parts", "split_pairs", "unquote_plus", "MAX_PARTS", "MAX_JSON_DEPTH")
 
 MAX_PARTS = 2048
 MAX_JSON_DEPTH = 32
@@ -83,12 +83,14 @@ def _cookies(value: bytes, out: list, exclude_args) -> None:
             out.append(("cookies:" + safe_name(name), "value", v))
 
 
-def _json_walk(node, path: str, depth: int, out: list, exclude_args, budget: list) -> None:
+def _json_walk(node, path: str, depth: int, exclude_args, budget: list):
+    """The parts of a parsed JSON document, in document order (a generator: the precise
+    stage takes them one by one and can pause between any two)."""
     if budget[0] <= 0:
         return
     if isinstance(node, str):
         budget[0] -= 1
-        out.append(("body:json:" + (path or "$"), "value", node.encode("utf-8", "surrogatepass")))
+        yield ("body:json:" + (path or "$"), "value", node.encode("utf-8", "surrogatepass"))
         return
     if depth >= MAX_JSON_DEPTH:
         return
@@ -100,24 +102,27 @@ def _json_walk(node, path: str, depth: int, out: list, exclude_args, budget: lis
                 continue
             kb = k.encode("utf-8", "surrogatepass")
             budget[0] -= 1
-            out.append(("body:json_keys:" + (path or "$"), "jsonkey", kb))
-            name = safe_name(kb)
-            _json_walk(v, path + "." + name if path else name, depth + 1, out, exclude_args, budget)
+            yield ("body:json_keys:" + (path or "$"), "jsonkey", kb)
+            if isinstance(v, (dict, list, str)):
+                name = safe_name(kb)
+                yield from _json_walk(v, path + "." + name if path else name, depth + 1,
+                                      exclude_args, budget)
     elif isinstance(node, list):
         for v in node:
             if budget[0] <= 0:
                 return
-            _json_walk(v, path, depth + 1, out, exclude_args, budget)
+            if isinstance(v, (dict, list, str)):
+                yield from _json_walk(v, path, depth + 1, exclude_args, budget)
 
 
-def _json_body(body: bytes, out: list, exclude_args) -> None:
+def _json_body(body: bytes, exclude_args):
     try:
         doc = orjson.loads(body)
     except (orjson.JSONDecodeError, RecursionError, ValueError, TypeError):
         # Not JSON (or truncated at inspect_body_bytes): judge it as text.
-        out.append(("body", "body", body))
+        yield ("body", "body", body)
         return
-    _json_walk(doc, "", 0, out, exclude_args, [MAX_PARTS])
+    yield from _json_walk(doc, "", 0, exclude_args, [MAX_PARTS])
 
 
 _BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,]{1,200}))', re.I)
@@ -184,6 +189,13 @@ def _xml(body: bytes, out: list) -> None:
 def collect(raw_target: bytes, headers, body, content_type, exclude_args, exclude_headers,
             body_limit: int) -> list:
     """Every part of a request, in inspection order."""
+    return list(iter_parts(raw_target, headers, body, content_type, exclude_args,
+                           exclude_headers, body_limit))
+
+
+def iter_parts(raw_target: bytes, headers, body, content_type, exclude_args, exclude_headers,
+               body_limit: int):
+    """The same, as a generator: the head's parts first, then the body's one by one."""
     out: list = []
     path, q, query = raw_target.partition(b"?")
     _path_parts(path, out)
@@ -208,26 +220,34 @@ def collect(raw_target: bytes, headers, body, content_type, exclude_args, exclud
         out.append(("headers:" + safe_name(name), "header", value))
         if len(out) > MAX_PARTS:
             break
-    if body:
-        if len(body) > body_limit:
-            body = body[:body_limit]
-        ct = (content_type or b"").lower()
-        if ct.startswith(b"application/x-www-form-urlencoded") or (not ct and b"=" in body[:256]):
-            for name, value, _ in split_pairs(body):
-                lname = name.lower().decode("latin-1")
-                if lname in exclude_args:
-                    continue
-                out.append(("body:form_names", "name", name))
-                if value:
-                    out.append(("body:form:" + safe_name(name), "value", value))
-                if len(out) > MAX_PARTS:
-                    break
-        elif b"json" in ct:
-            _json_body(body, out, exclude_args)
-        elif ct.startswith(b"multipart/"):
-            _multipart(body, content_type, out, exclude_args)
-        elif b"xml" in ct:
-            _xml(body, out)
-        else:
-            out.append(("body", "body", body))
-    return out
+    yield from out
+    if not body:
+        return
+    if len(body) > body_limit:
+        body = body[:body_limit]
+    ct = (content_type or b"").lower()
+    if ct.startswith(b"application/x-www-form-urlencoded") or (not ct and b"=" in body[:256]):
+        n = len(out)
+        for name, value, _ in split_pairs(body):
+            lname = name.lower().decode("latin-1")
+            if lname in exclude_args:
+                continue
+            yield ("body:form_names", "name", name)
+            n += 1
+            if value:
+                yield ("body:form:" + safe_name(name), "value", value)
+                n += 1
+            if n > MAX_PARTS:
+                break
+    elif b"json" in ct:
+        yield from _json_body(body, exclude_args)
+    elif ct.startswith(b"multipart/"):
+        parts: list = []
+        _multipart(body, content_type, parts, exclude_args)
+        yield from parts
+    elif b"xml" in ct:
+        parts = []
+        _xml(body, parts)
+        yield from parts
+    else:
+        yield ("body", "body", body)

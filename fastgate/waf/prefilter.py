@@ -181,7 +181,7 @@ class Prefilter:
         self._found = set()
         self._any = db.build(self._hit, _on_any)
         self._classes = db.build(self._found, _on_class)
-        self._offsets = {}
+        self._offsets = [{}, 0]
         # Without SINGLEMATCH: every match's end offset, for windows in long values.
         wdb = hs.BlockDatabase(*[hs.Pattern(p.encode("latin-1"), hs.Flag.CASELESS, hs.Flag.DOTALL,
                                             tag=ci)
@@ -203,23 +203,32 @@ class Prefilter:
         return [self._names[i] for i in sorted(found)]
 
 
-    def offsets(self, buf: bytes) -> dict:
-        """{class name: sorted end offsets (at most MAX_OFFSETS each)} of matches in ``buf``."""
-        off = self._offsets
+    def offsets(self, buf: bytes):
+        """{class name: sorted end offsets} of every match in ``buf``, or None when there
+        are more than ``MAX_MATCHES`` (the caller treats that as past its budget)."""
+        state = self._offsets       # [{class index: [ends]}, matches so far]
+        off = state[0]
         off.clear()
+        state[1] = 0
         self._where.scan(buf)
+        if state[1] >= MAX_MATCHES:
+            return None
         return {self._names[i]: sorted(v) for i, v in off.items()}
 
 
-MAX_OFFSETS = 16
+MAX_MATCHES = 1024   # per scanned value
 
 
-def _on_offset(ctx, tag, start, end):
-    lst = ctx.get(tag)
+def _on_offset(state, tag, start, end):
+    off = state[0]
+    lst = off.get(tag)
     if lst is None:
-        ctx[tag] = [end]
-    elif len(lst) < MAX_OFFSETS:
+        off[tag] = [end]
+    else:
         lst.append(end)
+    state[1] += 1
+    if state[1] >= MAX_MATCHES:
+        return hs.Scan.Terminate
     return hs.Scan.Continue
 
 

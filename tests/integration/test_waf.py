@@ -176,6 +176,33 @@ def test_head_attack_is_refused_before_a_large_or_expected_body(waf_gw):
         assert data.startswith(b"HTTP/1.1 403"), data[:200]
 
 
+def test_padded_attack_is_blocked_and_others_are_served_meanwhile(waf_gw):
+    """600 harmless-looking values in front of an attack: a judgement of many slices (the
+    loop serves other clients between them), then 403. Other requests sent during it are
+    answered."""
+    import threading
+    doc = {f"k{i}": f"meet me at union station, platform {i}, or call me" for i in range(600)}
+    doc["zz"] = "x' UNION SELECT password FROM users--"
+    body = json.dumps(doc).encode()
+    up = waf_gw.up
+    before = len(up.requests)
+    others = []
+
+    def other():
+        for _ in range(5):
+            others.append(httpx.get(waf_gw.url + "/ok?q=hello").status_code)
+
+    t = threading.Thread(target=other)
+    t.start()
+    for _ in range(3):
+        r = httpx.post(waf_gw.url + "/orders", content=body,
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "waf_blocked"
+    t.join(10)
+    assert others == [200] * 5
+    assert len(up.requests) == before + 5
+
+
 def test_monitor_mode_forwards_logs_and_counts(tmp_path, upstream, gateway_factory):
     from tests.helpers.gateway import free_port
     cfg = _cfg(upstream, tmp_path, {"mode": "monitor"})

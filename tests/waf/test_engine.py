@@ -160,3 +160,64 @@ def test_random_mutations_of_attacks_never_raise(engine):
             s[rng.randrange(len(s))] = rng.randrange(256)
         m = engine.inspect(b"GET", b"/?a=" + bytes(s), H, bytes(s), b"application/json")
         assert m is None or (isinstance(m, Match) and m.rule != "waf_error")
+
+
+def _padded_values(n):
+    """n distinct values the prefilter flags and the detectors clear, then an attack."""
+    doc = {f"k{i}": f"meet me at union station, platform {i}, or call me" for i in range(n)}
+    doc["zz"] = "x' UNION SELECT password FROM users--"
+    return json.dumps(doc).encode()
+
+
+def _padded_value(n):
+    """One long value: n harmless prefilter matches, then an attack."""
+    text = " ".join(f"we met at union station number {i} and the weather was fine"
+                    for i in range(n))
+    return json.dumps({"note": text + " x' UNION SELECT password FROM users--"}).encode()
+
+
+@pytest.mark.parametrize("body", [_padded_values(60), _padded_values(600), _padded_value(20),
+                                  _padded_value(200)],
+                         ids=["60 values", "600 values", "value with 20 matches",
+                              "value with 200 matches"])
+def test_padding_is_no_bypass(blocking, body):
+    """Harmless-looking matches in front of an attack, as many values or inside one long
+    value: the attack is still judged (an early version stopped judging after 0.9 ms, and
+    after 8 windows of a long value, and let the rest through)."""
+    m = blocking.inspect(b"POST", b"/", [], body, b"application/json")
+    assert m is not None and m.rule == "sqli" and m.part == ("body:json:zz" if b'"zz"' in body
+                                                             else "body:json:note")
+
+
+@pytest.fixture(scope="module")
+def blocking():
+    return Engine(on_budget="block")
+
+
+def test_long_judgements_are_resumed_not_cut(monkeypatch, blocking):
+    """start() hands back a Judgement when the precise stage runs past its slice; resuming
+    it to the end gives the same verdict as inspect(), and the clean case stays clean.
+    (The slice is set to nothing here: every part is a slice, whatever the machine.)"""
+    from fastgate.waf import engine as engine_mod
+    from fastgate.waf.engine import Judgement
+    e = blocking
+    monkeypatch.setattr(engine_mod, "DEADLINE_S", -1.0)
+    body = _padded_values(600)
+    r = e.start(b"POST", b"/", [], body, b"application/json")
+    assert isinstance(r, Judgement)
+    while isinstance(r, Judgement):
+        r = r.resume()
+    assert r == e.inspect(b"POST", b"/", [], body, b"application/json")
+    clean = json.dumps({f"k{i}": f"union station platform {i}" for i in range(600)}).encode()
+    r = e.start(b"POST", b"/", [], clean, b"application/json")
+    while isinstance(r, Judgement):
+        r = r.resume()
+    assert r is None
+
+
+def test_matches_too_dense_to_list_fail_closed(blocking, engine):
+    m, why = blocking.explain(b"POST", b"/", [], json.dumps({"note": "-- " * 20000}).encode(),
+                       b"application/json")
+    assert m is not None and why[0] == "budget"
+    assert engine.inspect(
+        b"POST", b"/", [], json.dumps({"note": "-- " * 20000}).encode(), b"application/json") is None

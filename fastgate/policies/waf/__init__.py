@@ -21,18 +21,21 @@ not inspected at all.
 
 A request the precise stage cannot finish judging within its byte budget (32 KiB of
 flagged windows) is blocked in ``mode: block`` (fail closed: padding is no way around it)
-and passed in ``mode: monitor``; one it cannot finish within its 0.9 ms deadline passes
-(the loop is never held longer, and a verdict must not depend on the machine's load).
+and passed in ``mode: monitor``. A judgement that takes longer than 0.9 ms goes on in the
+next turns of the event loop, 0.9 ms at a time, while that connection waits (reading
+paused): the loop is never held 1 ms, and the verdict never depends on the machine's load.
 
 The engine (a compiled Hyperscan database and the detectors) is kept across reloads while
 the route's settings are unchanged.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastgate.policies.base import Reject
 from fastgate.waf import Engine
+from fastgate.waf.engine import Judgement
 
 log = logging.getLogger("fastgate.waf")
 
@@ -50,8 +53,8 @@ class _Engine:
                              inspect_body_bytes=cfg.inspect_body_bytes or 1,
                              # Fail closed: a request the precise stage could not finish
                              # judging within its byte budget is blocked, so padding a body
-                             # is no way around the WAF (its 0.9 ms deadline passes: a
-                             # verdict must not depend on how busy the machine is).
+                             # is no way around the WAF (time is no limit: a judgement
+                             # that runs past 0.9 ms goes on in the next loop turns).
                              on_budget="block" if cfg.mode == "block" else "pass")
 
 
@@ -78,6 +81,25 @@ class WafPolicy:
                 return True
         return False
 
+    def _verdict(self, ctx, m):
+        """The policy's answer to the engine's: None, a Reject, or an awaitable that
+        finishes a judgement still under way (``Judgement``) a slice per loop turn, the
+        connection's reading paused meanwhile."""
+        if m is None:
+            return None
+        if m.__class__ is Judgement:
+            return self._later(ctx, m)
+        return self._matched(ctx, m)
+
+    async def _later(self, ctx, job):
+        m = job
+        while m.__class__ is Judgement:
+            await asyncio.sleep(0)      # let the loop serve everyone else between slices
+            m = job.resume()
+        if m is None:
+            return None
+        return self._matched(ctx, m)
+
     def _matched(self, ctx, m):
         metrics = self.metrics
         if metrics is not None:
@@ -99,10 +121,7 @@ class WafPolicy:
             return None
         head = ctx.head
         target = head.path + b"?" + head.query if head.query else head.path
-        m = self.engine.inspect(head.method, target, head.headers, None, None)
-        if m is None:
-            return None
-        return self._matched(ctx, m)
+        return self._verdict(ctx, self.engine.start(head.method, target, head.headers, None, None))
 
 
 
@@ -141,14 +160,12 @@ class WafBodyPolicy(WafPolicy):
             return None
         if deferred:
             target = head.path + b"?" + head.query if head.query else head.path
-            m = self.engine.inspect(head.method, target, head.headers, body[:self.body_bytes],
-                                    head.get(b"content-type"))
+            m = self.engine.start(head.method, target, head.headers, body[:self.body_bytes],
+                                  head.get(b"content-type"))
         else:
-            m = self.engine.inspect(head.method, b"/", (), body[:self.body_bytes],
-                                    head.get(b"content-type"))
-        if m is None:
-            return None
-        return self._matched(ctx, m)
+            m = self.engine.start(head.method, b"/", (), body[:self.body_bytes],
+                                  head.get(b"content-type"))
+        return self._verdict(ctx, m)
 
 
 def build(route_cfg, services):
