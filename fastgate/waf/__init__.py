@@ -8,7 +8,14 @@ fastgate/policies/waf/).
 
 Build one Engine per route config (it compiles a Hyperscan database); ``inspect`` is
 synchronous, never raises, and is not re-entrant across threads (one scratch per Engine).
+The engine is imported on first use (``fastgate.waf.Engine``): a gateway without a WAF
+route never loads Hyperscan.
 """
-from fastgate.waf.engine import DEFAULT_RULES, RULES, Engine, Match
-
 __all__ = ("Engine", "Match", "RULES", "DEFAULT_RULES")
+
+
+def __getattr__(name):
+    if name in __all__:
+        from fastgate.waf import engine
+        return getattr(engine, name)
+    raise AttributeError(f"module 'fastgate.waf' has no attribute {name!r}")

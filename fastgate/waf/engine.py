@@ -24,7 +24,6 @@ attack were a bypass). Neither raises: an internal error returns
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import zip_longest
 from time import perf_counter
 
@@ -32,6 +31,7 @@ from fastgate._core.wafdecode import decode, fast_view, remember_clean
 from fastgate.waf import cmdi, extra, sqli, traversal, xss
 from fastgate.waf.parts import FRAMING_HEADERS, iter_parts
 from fastgate.waf.prefilter import Prefilter
+from fastgate.waf.verdict import Judgement, Match
 
 __all__ = ("Engine", "Judgement", "Match", "RULES", "DEFAULT_RULES")
 
@@ -57,14 +57,6 @@ _WARM = (
     b"&i=${jndi:ldap://x/a}&j=php://filter&k=http://1.2.3.4/x?&l=/e?c/p?sswd&m={cat,/etc/passwd}"
     b"&n=select%20a%20from%20b&o=javascript:alert(1)&p=%22%20onmouseover=x()&q=union%20select"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """Where and why a request was refused: ``rule`` is the rule class (``sqli`` ...),
-    ``part`` the location (``args:id``, ``headers:user-agent``, ``body:json:user.name``)."""
-    rule: str
-    part: str
 
 
 class Engine:
@@ -198,27 +190,6 @@ class Engine:
         if self._on_budget == "pass":
             return None
         return Match(cls or self._order[0], part)
-
-
-class Judgement:
-    """A precise stage under way: ``resume()`` runs it for up to ``DEADLINE_S`` more and
-    returns the verdict (None or a Match), or itself while there is more to judge."""
-
-    __slots__ = ("_steps", "slices")
-
-    def __init__(self, steps):
-        self._steps = steps
-        self.slices = 0
-
-    def resume(self):
-        self.slices += 1
-        try:
-            next(self._steps)
-        except StopIteration as done:
-            return done.value
-        except Exception:  # noqa: BLE001 - fail closed, as inspect does
-            return Match("waf_error", "engine")
-        return self
 
 
 def _remember(seen: dict, raw) -> None:

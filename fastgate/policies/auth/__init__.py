@@ -54,13 +54,19 @@ from .common import (
     F_UNRECOGNISED, Fail, Verified, bearer_token,
 )
 from .introspection import IntrospectionAuthenticator
-from .jwt_auth import JwtAuthenticator
 
 __all__ = ("AuthPolicy", "authenticator", "build", "consumer_lookups")
 
 REALM = "fastgate"
+def _jwt(cfg):
+    # imported when a config has a jwt entry: PyJWT and cryptography (~9 MiB resident)
+    # stay out of a gateway that verifies no tokens
+    from .jwt_auth import JwtAuthenticator
+    return JwtAuthenticator(cfg)
+
+
 _KINDS = {
-    "jwt": JwtAuthenticator,
+    "jwt": _jwt,
     "api_key": ApiKeyAuthenticator,
     "introspection": IntrospectionAuthenticator,
     "client_cert": ClientCertAuthenticator,

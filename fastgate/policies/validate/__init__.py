@@ -27,7 +27,6 @@ double range, a lone surrogate escape or a UTF-8 BOM is "not valid JSON".
 from __future__ import annotations
 
 import orjson
-from jsonschema_rs import ValidationError
 
 from fastgate.policies.base import Reject
 
@@ -116,6 +115,8 @@ class JsonBody:
         return self.refuse(doc)
 
     def refuse(self, doc) -> Reject:
+        # jsonschema_rs is loaded with the first schema (config load): not at import
+        from jsonschema_rs import ValidationError
         try:
             self.validator.validate(doc)        # raises at the first violation
         except ValidationError as err:

@@ -34,8 +34,7 @@ import asyncio
 import logging
 
 from fastgate.policies.base import Reject
-from fastgate.waf import Engine
-from fastgate.waf.engine import Judgement
+from fastgate.waf.verdict import Match
 
 log = logging.getLogger("fastgate.waf")
 
@@ -48,6 +47,8 @@ class _Engine:
     __slots__ = ("engine",)
 
     def __init__(self, cfg):
+        # imported with the first route that has a WAF: Hyperscan stays out of the rest
+        from fastgate.waf import Engine
         self.engine = Engine(rules=tuple(cfg.rules), exclude_args=tuple(cfg.exclude_args),
                              exclude_headers=tuple(cfg.exclude_headers),
                              inspect_body_bytes=cfg.inspect_body_bytes or 1,
@@ -87,13 +88,13 @@ class WafPolicy:
         connection's reading paused meanwhile."""
         if m is None:
             return None
-        if m.__class__ is Judgement:
-            return self._later(ctx, m)
+        if m.__class__ is not Match:
+            return self._later(ctx, m)      # a Judgement
         return self._matched(ctx, m)
 
     async def _later(self, ctx, job):
         m = job
-        while m.__class__ is Judgement:
+        while m is not None and m.__class__ is not Match:
             await asyncio.sleep(0)      # let the loop serve everyone else between slices
             m = job.resume()
         if m is None:
