@@ -4,9 +4,7 @@ Two phases:
 
 * access: the request line and every header (the path raw and decoded, query argument
   names and values, header and cookie values) are inspected before anything else of the
-  request is read, so an attack in the URL or a header is refused before its body arrives
-  (a request declaring a body of at most 16 KiB, without ``Expect: 100-continue``, has its
-  head judged with the body instead, in one pass: that body comes with the head);
+  request is read, so an attack in the URL or a header is refused before its body arrives;
 * request body: up to ``inspect_body_bytes`` of the body (form, JSON keys and string values,
   text parts of multipart, other text), once it is all here (the route buffers the body up
   to its ``max_body_bytes`` for this: the upstream never sees a body that was not inspected).
@@ -125,48 +123,22 @@ class WafPolicy:
         return self._verdict(ctx, self.engine.start(head.method, target, head.headers, None, None))
 
 
-
-# A declared body up to this size arrives with its head (one or two reads): the head is
-# then judged with it, in the body phase, in one scan.
-DEFER_HEAD_BYTES = 16384
-
-
-def _deferred(head) -> bool:
-    """Whether the head's inspection waits for the body: a small declared length and no
-    ``Expect: 100-continue`` (that client waits for an answer before sending its body)."""
-    return 0 < head.content_length <= DEFER_HEAD_BYTES and not head.expect_continue
-
-
 class WafBodyPolicy(WafPolicy):
     """The same, with body inspection (``inspect_body_bytes`` > 0): the route buffers
-    bodies for it. A request with a small declared body (``DEFER_HEAD_BYTES``) is judged
-    whole in the body phase, head and body in one pass: it reaches the upstream only after
-    that either way, and one scan costs about half of two."""
+    bodies for it."""
 
     __slots__ = ()
 
-    def access(self, ctx):
-        if _deferred(ctx.head):
-            return None
-        return WafPolicy.access(self, ctx)
-
     def request_body(self, ctx, body):
-        head = ctx.head
-        deferred = _deferred(head)
-        if not body and not deferred:
+        if not body:
             return None
         if ctx.log_fields is not None and "waf_rule" in ctx.log_fields:
             return None             # monitor mode: the head already matched
         if (self.prefixes or self.exact) and self._excluded(ctx):
             return None
-        if deferred:
-            target = head.path + b"?" + head.query if head.query else head.path
-            m = self.engine.start(head.method, target, head.headers, body[:self.body_bytes],
-                                  head.get(b"content-type"))
-        else:
-            m = self.engine.start(head.method, b"/", (), body[:self.body_bytes],
-                                  head.get(b"content-type"))
-        return self._verdict(ctx, m)
+        head = ctx.head
+        return self._verdict(ctx, self.engine.start(head.method, b"/", (), body[:self.body_bytes],
+                                                    head.get(b"content-type")))
 
 
 def build(route_cfg, services):
