@@ -8,8 +8,10 @@ parts that cannot match. Patterns are case-insensitive, written for the decoded 
 (fastgate._core.wafdecode), and tolerate ``+`` as a space (query and form encoding).
 
 In ``fast_view`` buffers, ``\\x01`` precedes the target and the body and ``\\x02`` each header
-value; "start of a value" patterns accept ``= " : > \\n \\x01`` before the value but not
-``\\x02``, because the detectors do not apply start-of-value command rules to headers.
+value; "start of a value" patterns accept ``= " : > \\n \\x01 \\x02`` before the value, as
+the precise stage's scan of the value alone does at its start (the fast path once left
+``\\x02`` out: a command at the start of a User-Agent was judged only when something else in
+the request had been flagged).
 """
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ TRAVERSAL = [
 
 _ALL_CMDS = _alt(STRONG_COMMANDS | ENGLISH_COMMANDS | WINDOWS_COMMANDS)
 _WEAK_CMDS = _alt(ENGLISH_COMMANDS | WINDOWS_COMMANDS)
-_START = r"(?:^|[\x01=\":>\n])[\s(\"'\\]{0,2}"
+_START = r"(?:^|[\x01\x02=\":>\n])[\s(\"'\\]{0,2}"
 _BINPREFIX = r"(?:\./)?"  # /bin/x and /usr/bin/x are caught by "s?bin/" below
 # A JSON key ("type": ...) is no command: a quote ends a command word only when no colon follows.
 _FOLLOW_VALUE = r"(?:[\s;|&<>`)'$+\x01\x02}]|\"[^:\s]|\"[\s]+[^:\s]|\"$|$)"

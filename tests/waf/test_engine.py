@@ -110,6 +110,19 @@ def test_parts_judged_clean_are_remembered_per_kind():
     assert e.inspect(b"POST", b"/", [], b'{"q": "x\' or \'1\'=\'1"}', b"application/json") is not None
 
 
+@pytest.mark.parametrize("ua", [b"ansible-config dump", b"time ifconfig", b"chef-vault -i secret"])
+def test_a_command_line_header_is_judged_alone_or_not(ua):
+    """A header value that is a command line: the verdict is the same whether or not
+    something else in the request is flagged (the fast path once never flagged it alone),
+    and the same on a second request (the clean table holds only what was judged clean)."""
+    e = Engine()
+    alone = e.inspect(b"GET", b"/", [(b"user-agent", ua)], None, None)
+    flagged = e.inspect(b"GET", b"/?q=union+station", [(b"user-agent", ua)], None, None)
+    again = e.inspect(b"GET", b"/", [(b"user-agent", ua)], None, None)
+    assert alone is not None and alone.rule == "command_injection"
+    assert flagged == alone == again
+
+
 def test_token_headers_left_out_of_the_scan_are_not_taken_for_clean():
     """fast_view leaves token-shaped credentials out of its scan; a request that passed
     that way must not whitelist them for the precise stage of the next one."""
