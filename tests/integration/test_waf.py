@@ -182,6 +182,23 @@ def test_padded_attack_is_blocked_and_others_are_served_meanwhile(waf_gw):
     assert len(up.requests) == before + 5
 
 
+def test_client_gone_during_a_long_judgement(waf_gw):
+    """A client that sends a heavy body and leaves: the judgement stops, nothing reaches the
+    upstream, and the gateway goes on serving."""
+    doc = {f"k{i}": f"meet me at union station, platform {i}, or call me" for i in range(600)}
+    doc["zz"] = "x' UNION SELECT password FROM users--"
+    body = json.dumps(doc).encode()
+    before = len(waf_gw.up.requests)
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", waf_gw.port))
+        s.sendall(b"POST /orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\n\r\n" % len(body) + body)
+        s.close()
+    assert httpx.get(waf_gw.url + "/ok?q=hello").status_code == 200
+    time.sleep(0.1)
+    assert len(waf_gw.up.requests) == before + 1
+
+
 def test_monitor_mode_forwards_logs_and_counts(tmp_path, upstream, gateway_factory):
     from tests.helpers.gateway import free_port
     cfg = _cfg(upstream, tmp_path, {"mode": "monitor"})

@@ -94,6 +94,8 @@ class WafPolicy:
         m = job
         while m is not None and m.__class__ is not Match:
             await asyncio.sleep(0)      # let the loop serve everyone else between slices
+            if ctx.finished:
+                return None             # the client went away: nothing left to judge for
             m = job.resume()
         if m is None:
             return None
