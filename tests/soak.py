@@ -35,15 +35,27 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JWT_SECRET = "soak-" + "k7#Qv9!zR2@mX4$pL8^wN1&bT6*yH3(eA5%u0?cD"
-# Runs the gateway with tracemalloc and a SIGUSR2 handler that writes a snapshot.
+# Runs the gateway with tracemalloc and a SIGUSR2 handler that writes a snapshot. Tracing
+# starts after the gateway's modules are imported (what importing allocates is not a leak,
+# and traced imports made start-up 10 s). A forked child takes and writes each snapshot, so
+# the gateway's loop never waits for it (inline, taking, filtering and pickling ~170k traces
+# stalled the loop ~10 s, past the load's timeout); the driver filters out tracemalloc's own
+# traces when it compares.
 _BOOT = """
 import os, pickle, signal, sys, tracemalloc
+import fastgate.cli, fastgate.server.app
+tracemalloc.start(12)
 path = os.environ["SOAK_SNAPSHOT"]
 def dump(*_):
-    snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
     n = len([f for f in os.listdir(os.path.dirname(path)) if f.startswith("snap-")])
-    with open(os.path.join(os.path.dirname(path), f"snap-{n}.pickle"), "wb") as f:
-        pickle.dump(snap, f)
+    out = os.path.join(os.path.dirname(path), f"snap-{n}.pickle")
+    if os.fork() == 0:
+        try:
+            with open(out + ".part", "wb") as f:
+                pickle.dump(tracemalloc.take_snapshot(), f)
+            os.rename(out + ".part", out)
+        finally:
+            os._exit(0)
 signal.signal(signal.SIGUSR2, dump)
 from fastgate.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -166,7 +178,7 @@ def main(argv=None) -> int:
                SOAK_SNAPSHOT=os.path.join(tmp, "snap"))
     cmd = [sys.executable]
     if not args.no_trace:
-        cmd += ["-X", "tracemalloc=12", "-c", _BOOT]
+        cmd += ["-c", _BOOT]
     else:
         cmd += ["-m", "fastgate"]
     gw = subprocess.Popen(cmd + ["run", "-c", path], cwd=ROOT, env=env,
@@ -199,7 +211,11 @@ def main(argv=None) -> int:
         uvloop.run(load.run(seconds, args.connections, sample))
         if not args.no_trace:
             os.kill(gw.pid, 12)
-            time.sleep(2)
+            # the forked child writes it while the gateway goes on: wait for both snapshots
+            until = time.monotonic() + 60
+            while time.monotonic() < until and len(
+                    [n for n in os.listdir(tmp) if n.endswith(".pickle")]) < 2:
+                time.sleep(0.2)
     finally:
         gw.terminate()
         code = gw.wait(30)
@@ -232,13 +248,14 @@ def main(argv=None) -> int:
                       "gateway_exit": code, "pass": ok}))
     for f in load.failed[:10]:
         print("  failed:", f)
-    snaps = sorted(n for n in os.listdir(tmp) if n.startswith("snap-"))
+    snaps = sorted(n for n in os.listdir(tmp) if n.startswith("snap-") and n.endswith(".pickle"))
     if not ok and len(snaps) >= 2:
-        import tracemalloc  # noqa: F401  (unpickling needs it)
+        import tracemalloc
+        own = [tracemalloc.Filter(False, tracemalloc.__file__)]
         with open(os.path.join(tmp, snaps[0]), "rb") as f:
-            first = pickle.load(f)
+            first = pickle.load(f).filter_traces(own)
         with open(os.path.join(tmp, snaps[-1]), "rb") as f:
-            last = pickle.load(f)
+            last = pickle.load(f).filter_traces(own)
         print("top allocation growth since the warm-up:")
         for stat in last.compare_to(first, "traceback")[:12]:
             print(" ", stat)
