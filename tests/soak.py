@@ -50,6 +50,7 @@ def dump(*_):
     n = len([f for f in os.listdir(os.path.dirname(path)) if f.startswith("snap-")])
     out = os.path.join(os.path.dirname(path), f"snap-{n}.pickle")
     if os.fork() == 0:
+        signal.alarm(60)    # never outlive the run (the default action ends the child)
         try:
             with open(out + ".part", "wb") as f:
                 pickle.dump(tracemalloc.take_snapshot(), f)
