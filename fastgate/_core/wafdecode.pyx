@@ -49,13 +49,19 @@ cdef frozenset NO_SEMI = frozenset((b"lt", b"gt", b"amp", b"quot", b"apos", b"nb
 
 cdef bint SPECIAL[256]
 for _i in range(256):
-    SPECIAL[_i] = _i in (37, 38, 92, 0, 0xC0, 0xC1, 0xE0, 0xEF)
+    SPECIAL[_i] = _i in (37, 38, 92, 0, 0xC0, 0xC1, 0xE0, 0xEF, 0xF0, 0xF8)
 
 
 cdef inline Py_ssize_t put_cp(unsigned char* out, Py_ssize_t o, long cp) noexcept:
     """Writes code point ``cp`` as UTF-8 (full-width ASCII folded to ASCII, NUL dropped)."""
     if 0xFF01 <= cp <= 0xFF5E:
         cp -= 0xFEE0
+    elif cp == 0x2215 or cp == 0x2044 or cp == 0x29F8:
+        cp = 47   # division, fraction and big solidus: read as '/' (IIS best-fit mapping)
+    elif cp == 0x2216 or cp == 0xFE68 or cp == 0x29F5 or cp == 0x29F9:
+        cp = 92   # set minus, small and big reverse solidus: '\\'
+    elif cp == 0x2024 or cp == 0xFE52:
+        cp = 46   # one dot leader, small full stop: '.'
     if cp == 0:
         return o
     if cp < 0x80:
@@ -92,6 +98,7 @@ cdef Py_ssize_t one_round(const unsigned char* s, Py_ssize_t n, unsigned char* o
     cdef long cp
     cdef int h1, h2, h3, h4, digits
     cdef bytes name, rep
+    cdef bint lit_pct = False   # a '%' kept as it is: escapes after it may complete it
     while i < n:
         # copy the run of ordinary bytes in one go
         j = i
@@ -111,7 +118,9 @@ cdef Py_ssize_t one_round(const unsigned char* s, Py_ssize_t n, unsigned char* o
                 if c1 != 0:
                     out[o] = c1
                     o += 1
-                    if c1 == 37 or c1 == 38 or c1 == 92 or c1 >= 0xC0:
+                    if c1 == 37 or c1 == 38 or c1 == 92 or c1 >= 0xC0 or lit_pct:
+                        # another escape, or a '%' left before this one (%%32%65 and
+                        # %2%65 are "%2e" after this round)
                         again[0] = True
                 continue
             if i + 5 < n and (s[i + 1] == 117 or s[i + 1] == 85):  # %uHHHH
@@ -122,6 +131,7 @@ cdef Py_ssize_t one_round(const unsigned char* s, Py_ssize_t n, unsigned char* o
                     again[0] = True
                     i += 6
                     continue
+            lit_pct = True
             out[o] = c; o += 1; i += 1
             continue
         if c == 38 and i + 2 < n:  # '&': an entity
@@ -218,6 +228,23 @@ cdef Py_ssize_t one_round(const unsigned char* s, Py_ssize_t n, unsigned char* o
             if out[o] != 0:
                 o += 1
             i += 2
+            continue
+        if (c == 0xC0 or c == 0xC1) and i + 1 < n and s[i + 1] < 0x80:
+            i += 1      # a lead byte that is never UTF-8, before ASCII (..%c0%2f): dropped
+            continue
+        if c == 0xF0 and i + 3 < n and s[i + 1] == 0x80 and 0x80 <= s[i + 2] <= 0x81 and \
+                0x80 <= s[i + 3] <= 0xBF:     # four-byte overlong ASCII
+            out[o] = <unsigned char>(((s[i + 2] & 0x3F) << 6) | (s[i + 3] & 0x3F))
+            if out[o] != 0:
+                o += 1
+            i += 4
+            continue
+        if c == 0xF8 and i + 4 < n and s[i + 1] == 0x80 and s[i + 2] == 0x80 and \
+                0x80 <= s[i + 3] <= 0x81 and 0x80 <= s[i + 4] <= 0xBF:   # five-byte overlong
+            out[o] = <unsigned char>(((s[i + 3] & 0x3F) << 6) | (s[i + 4] & 0x3F))
+            if out[o] != 0:
+                o += 1
+            i += 5
             continue
         if c == 0xE0 and i + 2 < n and 0x80 <= s[i + 1] <= 0x81 and 0x80 <= s[i + 2] <= 0xBF:
             out[o] = <unsigned char>(((s[i + 1] & 0x3F) << 6) | (s[i + 2] & 0x3F))

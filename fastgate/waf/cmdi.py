@@ -31,11 +31,19 @@ _EVIDENCE = re.compile(
     r"^(?:\s*$|\s*[;|&<>`$]|\s+-{1,2}[a-z0-9]|\s+[/~.][\w/.*?-]|\s+[\"']|\s*\)|\s+\w+\s*[|;&<>]|"
     r"\s+(?:" + _WORD + r")\s+[-/]|\s+\$|\s+[a-z]:\\|\s+\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\s*[;|&]|\s*\|)"
 )
+_SLEEP_ARG = re.compile(r"\s+\d{1,6}(?:\.\d+)?[smhd]?\s*(?:$|[;|&`)#'\"]|\n)")
+_DRIVE_ARG = re.compile(r"\s+[\"']?[a-z]:\\")   # type c:\windows\... / dir c:\\
+# A call that hands a command line to the shell: system('id'), shell_exec("ls -la") (not a
+# method, os.system(...), and not exec(), which runs code in Python and JavaScript).
+_SHELL_CALL = re.compile(r"(?:^|[^\w$>.])(?:system|shell_exec|passthru|popen|proc_open)\s*\(\s*[\"'`]\s*"
+                         r"(?:(?:/usr)?(?:/local)?/s?bin/)?(" + _WORD + r")")
+_REG = re.compile(r"(?:^|[;|&\s`'\"(])reg(?:\.exe)?\s+(?:add|delete|query|save|export|import|copy|load|"
+                  r"restore)\s+[\"']?(?:hk(?:lm|cu|cr|u|cc)\b|hkey_)")
 _RECON = frozenset(("id", "pwd", "ls", "ps", "env", "uname", "hostname", "whoami", "ifconfig", "set",
                     "dir", "ver", "w", "who", "groups", "users", "uptime", "netstat", "ipconfig"))
 _EVIDENCE_STRONG_ARG = re.compile(r"^\s+(\S+)")
 _BIN_PATH = re.compile(r"(?:^|[\s;|&`'\"(=])(?:/usr|/usr/local)?/s?bin/(" + _WORD + r")(?:[\s;|&`'\")]|$)"
-                       r"|(?:^|[\s=])(?:usr/)?s?bin/(" + _WORD + r")$")
+                       r"|(?:^|[\s=;|&])(?:usr/)?s?bin/(" + _WORD + r")$")
 _SUBST_BACKTICK = re.compile(r"`\s*([^`]{0,200})`?")
 _SUBST_DOLLAR = re.compile(r"\$\(\s*\(?\s*([^)]{0,200})")
 _EXPANSIONS = re.compile(
@@ -118,8 +126,11 @@ def _command_runs(name: str, rest: str, after_sep: bool) -> bool:
             return False
         if after_sep and _EVIDENCE.match(rest):
             return True
+        if after_sep and name == "sleep" and _SLEEP_ARG.match(rest):
+            return True     # ; sleep 15 / && sleep 5: the blind injection probe
         if not after_sep and rest.strip():
-            return bool(re.match(r"^(?:\s+(?:-{1,2}[a-z0-9]|[/~][\w./*?-]|[|<>])|\s*(?:[|;<>`$)]|&&)|\s+\S+\s*[|<>])", rest))
+            return bool(re.match(r"^(?:\s+(?:-{1,2}[a-z0-9]|[/~][\w./*?-]|[|<>])|\s*(?:[|;<>`$)]|&&)|\s+\S+\s*[|<>])", rest)
+                        or name in WINDOWS_COMMANDS and _DRIVE_ARG.match(rest))
         m = _EVIDENCE_STRONG_ARG.match(rest)
         if m:
             nxt = m.group(1).strip("'\"")
@@ -206,6 +217,12 @@ def _judge(t: str, kind: str) -> str | None:
         return "expansion"
     if "alias" in t and _ALIAS.search(t):
         return "alias"
+    if "(" in t:
+        for m in _SHELL_CALL.finditer(t):
+            if m.group(1) in _ALL:
+                return "shell-call"
+    if "reg" in t and _REG.search(t):
+        return "windows-registry"
     if "for" in t and "%" in t and _WIN_FOR.search(t) and re.search(r"\)\s*do\b", t):
         return "batch-for"
     if "if" in t and _WIN_IF.search(t):

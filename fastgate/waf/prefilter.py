@@ -63,6 +63,7 @@ SQLI = [
     r"\bload[\s+]+(?:data|load_file)\b", r";[\s+]*(?:use|show|call|handler|merge|prepare|do|copy|"
     r"pragma|attach)\b", r"\bcopy\b.{0,80}\bprogram\b",
     r"\b(?:order|group)[\s+]+by\b", r"\blimit[\s+]+\d", r"\bhaving\b", r"\bcase[\s+]+when\b",
+    r"\bwhere[\s+]+(?:\d|'\w*'[\s+]*=)",
     r"\bprocedure[\s+]+analyse\b",
     r"\b" + _FUNCS + r"[\s+]*\(", r"::[\s+]*[a-z]", r"@@\w", r"(?:^|[^*])/\*", r"--",
     r"information_schema|pg_catalog|pg_shadow|pg_user|pg_database|pg_tables|sqlite_master|"
@@ -125,7 +126,7 @@ CMDI = [
     r"(?:[;|&\n\r`]|\$\(|[<>]\()[\s({\"'!\\]{0,4}(?:\$\w{1,3}[\s+]+)?" + _BINPREFIX + _ALL_CMDS
     + r"(?:\.exe)?" + _FOLLOW_VALUE,
     _START + _BINPREFIX + _alt(STRONG_COMMANDS) + r"(?:\.exe)?" + _FOLLOW_VALUE,
-    _START + _BINPREFIX + _WEAK_CMDS + r"(?:\.exe)?(?:[\s+]+(?:-{1,2}[a-z0-9]|[/~][\w./*?-]|[|<>])"
+    _START + _BINPREFIX + _WEAK_CMDS + r"(?:\.exe)?(?:[\s+]+(?:-{1,2}[a-z0-9]|[/~][\w./*?-]|[|<>]|[a-z]:\\)"
     r"|[\s+]*(?:[|;<>`$)]|&&)|[\s+]+[^\s+]+[\s+]*[|<>]|/[a-z?]{1,3}(?:[\s+]|" + _END + "))",
     _START + r"(?:sudo|nohup|time|env|exec|command|builtin|nice|timeout|xargs|strace|ltrace|busybox|"
     r"setsid|stdbuf|unbuffer|doas)[\s+]+",
@@ -139,6 +140,9 @@ CMDI = [
     r"\bfor[\s+]+(?:/[dlrf]\b|%)", r"\bif[\s+(]*(?:/i\b|not[\s+]|exist[\s+]|defined[\s+]|errorlevel|cmdextversion)",
     r"\b(?:equ|neq|lss|leq|gtr|geq)\b", r"\bif\b[^\n]{0,60}==",
     r"cmd(?:\.exe)?[\s+]*/", r"(?:powershell|pwsh)", r"[;|&][\s+]*net1?[\s+]", r"%[a-z]{2,20}%",
+    _START + r"net1?[\s+]+(?:user|localgroup|group|share|view|use|start|stop|accounts|session)\b",
+    r"\breg(?:\.exe)?[\s+]+(?:add|delete|query|save|export|import|copy|load|restore)\b",
+    r"\b(?:system|shell_exec|passthru|popen|proc_open)[\s+]*\([\s+]*['\"`]",
     r"invoke-|new-object|start-process|start-bitstransfer|set-executionpolicy|add-mppreference|"
     r"get-wmiobject|get-ciminstance|downloadstring|downloadfile|frombase64string|"
     r"\b(?:iex|iwr|irm|iwmi|gwmi)\b|\[system\.|-(?:enc|encodedcommand|executionpolicy|"

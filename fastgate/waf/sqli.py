@@ -242,7 +242,7 @@ _N_RULES = re.compile(
     r"(?:^|[;(])[1nv)]\)*&\(*[1sv(]\)*o\(*[1svnF(]"  # 1 or 1=1 / x) or (1=1
     r"|^[1v]\)*&\(*[1v]\)*(?:;|$)"                 # 1 or 1 / 1 or @x
     r"|^[1v]\)*&\(*[FSU(]"                         # 1 and sleep(5) / 1 or (select
-    r"|^&\(*[s1v]\)*t?o\(*[s1vn]"                  # or '{}'::jsonb <@ '{}'
+    r"|^&\(*[s1v]\)*t?o\(*[s1vnF]"                 # or '{}'::jsonb <@ '{}' / and 1=convert(
     r"|^s\)*t?o\(*[s1]"                            # 'x'!='y
     r"|^\)+[o&]\(*[(s1nv]"                          # ) like (
     r"|^;\(*[SX]"                                   # ;insert ... / ;truncate
@@ -409,7 +409,12 @@ def _weak_call_is_code(tokens, t2: str) -> bool:
     return False
 
 
+_LITERALS = frozenset(("true", "false", "null", "unknown"))
+
+
 def _judge_quoted(tokens) -> bool:
+    # After the quote, TRUE/FALSE/NULL are values like 1 (' or true-- is ' or 1--).
+    tokens = [("1", w) if c == "k" and w in _LITERALS else (c, w) for c, w in tokens]
     t, t2 = fold(tokens)
     if _QC_RULES.match(t):
         return True
@@ -472,7 +477,9 @@ _BARE_SQL = re.compile(
     r"(?<![\w$])(?:pg_sleep|load_file|extractvalue|updatexml|group_concat|concat_ws|name_const|"
     r"make_set|sqlite_version|dbms_pipe|utl_inaddr|utl_http|sys_eval|sys_exec|pg_read_file|"
     r"benchmark\s*\(|into\s+(?:out|dump)file)(?![\w$])"
-    r"|\d\.e[(.][a-z(]"
+    r"|\d\.e[(.][a-z(]|\d\.e\(\d"
+    r"|(?<![\w$])where\s+(\d+)\s*=\s*\1(?!\w)|(?<![\w$])where\s+'(\w*)'\s*=\s*'\2(?:'|$)"
+    r"|^\s*(?:order|group)\s+by\s+\d+\s*(?:$|--|#|/\*|;)"
     r"|(?:^|[\s\d)`\"'])as\s*[`\"'][^`\"']{0,60}[`\"']\s*from\b|\bas\s*[`\"']\s*from\b"
     r"|\[\s*\$(?:ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|not|nor|or|and|elemmatch|expr|"
     r"jsonschema|text|type|size|all|mod|options)\s*\]"

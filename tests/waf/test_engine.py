@@ -49,6 +49,30 @@ def test_match_names_the_part(engine, target, headers, body, ctype, part, rule):
     assert m == Match(rule, part)
 
 
+@pytest.mark.parametrize("payload, rule", [
+    # public payload lists (PayloadsAllTheThings' intruder files) the engine once let through:
+    # the fast path must flag each as the detectors judge it, in a query and in a JSON body
+    ("' or true--", "sqli"), (" ORDER BY 30-- ", "sqli"), (" AS INJECTX WHERE 1=1 AND 1=1--", "sqli"),
+    (" AND 5650=CONVERT(INT,(UNION ALL SELECTCHAR(88)))-- ", "sqli"),
+    ("<x onxxx=1", "xss"),
+    ("%%32%65%%32%65%%32%66%%32%65%%32%65%%32%66etc%%32%66passwd", "path_traversal"),
+    ("..%c0%2f..%c0%2fetc%c0%2fpasswd", "path_traversal"),
+    ("%uff0e%uff0e%u2215%uff0e%uff0e%u2215etc%u2215passwd", "path_traversal"),
+    ("; sleep 15", "command_injection"), ("dir C:\\", "command_injection"),
+    ("net user hacker Password1 /ADD", "command_injection"),
+    ("| system('sleep 5');", "command_injection"),
+    ('reg add "HKLM\\Software\\x" /v y /f', "command_injection"),
+])
+def test_payload_lists_through_the_fast_path(payload, rule):
+    from urllib.parse import quote
+    e = Engine()
+    m = e.inspect(b"GET", b"/search?q=" + quote(payload, safe="%").encode(), H, None, None)
+    assert m is not None and m.rule == rule and m.part == "args:q", (payload, m)
+    body = json.dumps({"q": payload}).encode()
+    m = Engine().inspect(b"POST", b"/api", H, body, b"application/json")
+    assert m is not None and m.rule == rule, (payload, m)
+
+
 def test_part_never_holds_the_payload(engine):
     m = engine.inspect(b"GET", b"/a?%27%20or%201=1--=x", H, None, None)
     assert m is not None and "or" not in m.part

@@ -29,6 +29,15 @@ from fastgate.waf.traversal import normalize_path
     (b"\xe0\x80\xae", b"."),                            # 3-byte overlong
     (b"\xef\xbc\x9cscript\xef\xbc\x9e", b"<script>"),   # full-width forms
     (b"caf\xc3\xa9", b"caf\xc3\xa9"),                   # real UTF-8 untouched
+    (b"\xf0\x9f\x98\x80 ok", b"\xf0\x9f\x98\x80 ok"),     # and four-byte characters
+    (b"%%32%65%%32%65%%32%66etc", b"../etc"),            # "%" then escapes of "2e": another round
+    (b"%2%65%2%65/x", b"../x"),                          # half a nibble encoded
+    (b"100%% pure", b"100%% pure"),                      # a literal '%' alone stays
+    (b"..%c0%2fetc%c0%2fpasswd", b"../etc/passwd"),      # a lead byte never UTF-8, before ASCII
+    (b"%uff0e%uff0e%u2215etc%u2215passwd", b"../etc/passwd"),   # full-width dots, division slash
+    (b"..%u2216..%u2216boot.ini", b"..\\..\\boot.ini"),      # set minus as a backslash
+    (b"%2e.%f0%80%80%afboot.ini", b"../boot.ini"),       # four-byte overlong
+    (b"%f8%80%80%80%ae%f8%80%80%80%ae/x", b"../x"),      # five-byte overlong
 ])
 def test_decode(raw, out):
     assert decode(raw) == out
