@@ -56,8 +56,9 @@ cdef inline Py_ssize_t put_cp(unsigned char* out, Py_ssize_t o, long cp) noexcep
     """Writes code point ``cp`` as UTF-8 (full-width ASCII folded to ASCII, NUL dropped)."""
     if 0xFF01 <= cp <= 0xFF5E:
         cp -= 0xFEE0
-    elif cp == 0x2215 or cp == 0x2044 or cp == 0x29F8:
-        cp = 47   # division, fraction and big solidus: read as '/' (IIS best-fit mapping)
+    elif cp == 0x2215 or cp == 0x2044 or cp == 0x29F8 or cp == 0xF025 or cp == 0xEFC8:
+        cp = 47   # division, fraction and big solidus (and the two private-use slashes of
+                  # traversal tools): read as '/' (IIS best-fit mapping)
     elif cp == 0x2216 or cp == 0xFE68 or cp == 0x29F5 or cp == 0x29F9:
         cp = 92   # set minus, small and big reverse solidus: '\\'
     elif cp == 0x2024 or cp == 0xFE52:
@@ -230,7 +231,14 @@ cdef Py_ssize_t one_round(const unsigned char* s, Py_ssize_t n, unsigned char* o
             i += 2
             continue
         if (c == 0xC0 or c == 0xC1) and i + 1 < n and s[i + 1] < 0x80:
-            i += 1      # a lead byte that is never UTF-8, before ASCII (..%c0%2f): dropped
+            # a lead byte that is never UTF-8, before ASCII: %c0%2f is dropped to '/', and
+            # %c1%1c reads as IIS read it, the continuation's top bits ignored ('\\')
+            if c == 0xC1 and s[i + 1] < 0x40 and s[i + 1] != 0:
+                out[o] = <unsigned char>(0x40 | s[i + 1])
+                o += 1
+                i += 2
+                continue
+            i += 1
             continue
         if c == 0xF0 and i + 3 < n and s[i + 1] == 0x80 and 0x80 <= s[i + 2] <= 0x81 and \
                 0x80 <= s[i + 3] <= 0xBF:     # four-byte overlong ASCII

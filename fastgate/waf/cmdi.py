@@ -78,7 +78,9 @@ _WIN_IF = re.compile(
 )
 _WIN_SHELL = re.compile(
     r"(?:^|[\s;|&`'\"(=\\/])(?:cmd(?:\.exe)?\s*/[ckr]\b|"
-    r"(?:^|[;|&])\s*net1?\s+(?:user|localgroup|group|share|view|use|start|stop|accounts|session)\b|(?:powershell|pwsh)(?:\.exe)?\s+(?:-|/)\w|"
+    r"(?:^|[;|&])\s*net1?\s+(?:user|localgroup|group|share|view|use|start|stop|accounts|session)\b|"
+    r"(?:^|[;|&])\s*netsh(?:\.exe)?\s+(?:firewall|advfirewall|interface|wlan|winhttp|http|portproxy|trace)\b|"
+    r"(?:powershell|pwsh)(?:\.exe)?\s+(?:-|/)\w|"
     r"%(?:comspec|systemroot|windir|programfiles|appdata|temp|systemdrive|userprofile|"
     r"homepath|public|allusersprofile|psmodulepath|path|cd|random|errorlevel|date|time)%)"
 )

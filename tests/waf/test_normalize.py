@@ -38,6 +38,8 @@ from fastgate.waf.traversal import normalize_path
     (b"..%u2216..%u2216boot.ini", b"..\\..\\boot.ini"),      # set minus as a backslash
     (b"%2e.%f0%80%80%afboot.ini", b"../boot.ini"),       # four-byte overlong
     (b"%f8%80%80%80%ae%f8%80%80%80%ae/x", b"../x"),      # five-byte overlong
+    (b"..%c1%1c..%c1%1cboot.ini", b"..\\..\\boot.ini"),    # IIS: continuation's top bits ignored
+    (b"%2e.%uF025%2e.%uEFC8x", b"../../x"),              # the private-use slashes of dotdotpwn
 ])
 def test_decode(raw, out):
     assert decode(raw) == out
