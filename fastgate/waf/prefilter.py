@@ -64,6 +64,7 @@ SQLI = [
     r"pragma|attach)\b", r"\bcopy\b.{0,80}\bprogram\b",
     r"\b(?:order|group)[\s+]+by\b", r"\blimit[\s+]+\d", r"\bhaving\b", r"\bcase[\s+]+when\b",
     r"\bwhere[\s+]+(?:\d|'\w*'[\s+]*=)",
+    r"(?:^|[(,\x01\x02=])[\s+]*\d{2,}[\s+]*=[\s+]*\d{2,}[\s+]*(?:[),]|$|[&\x01\x02])",
     r"\bprocedure[\s+]+analyse\b",
     r"\b" + _FUNCS + r"[\s+]*\(", r"::[\s+]*[a-z]", r"@@\w", r"(?:^|[^*])/\*", r"--",
     r"information_schema|pg_catalog|pg_shadow|pg_user|pg_database|pg_tables|sqlite_master|"

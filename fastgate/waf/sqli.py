@@ -209,6 +209,14 @@ def fold(tokens) -> tuple[str, str]:
     return t, t.replace("c", "")
 
 
+def _without_not(tokens):
+    """A NOT right after AND/OR left out: ' or not 1=1 is judged as ' or 1=1."""
+    if not any(w == "not" for _, w in tokens):
+        return tokens
+    return [tok for i, tok in enumerate(tokens)
+            if not (tok[1] == "not" and i and tokens[i - 1][0] == "&")]
+
+
 # Rules over the comment-free class string of the quoted contexts. The first ``s`` is what the
 # application quoted; a match means the value escaped it and wrote SQL.
 _Q_RULES = re.compile(
@@ -239,7 +247,7 @@ _QC_RULES = re.compile(r"^s\)*(?:c|[;&o]c|&\(*[s1nv]\)*c|\)+c)")
 
 # Rules over the as-is context (a number or identifier slot, or plain text).
 _N_RULES = re.compile(
-    r"(?:^|[;(])[1nv)]\)*&\(*[1sv(]\)*o\(*[1svnF(]"  # 1 or 1=1 / x) or (1=1
+    r"(?:^|[;(])[1nv)]\)*&\(*[1sv(]\)*o\(*[1svnFf(]"  # 1 or 1=1 / x) or (1=1 / 1 and 'x'=f(
     r"|^[1v]\)*&\(*[1v]\)*(?:;|$)"                 # 1 or 1 / 1 or @x
     r"|^[1v]\)*&\(*[FSU(]"                         # 1 and sleep(5) / 1 or (select
     r"|^&\(*[s1v]\)*t?o\(*[s1vnF]"                 # or '{}'::jsonb <@ '{}' / and 1=convert(
@@ -286,7 +294,10 @@ def _statement_at(tokens, i) -> bool:
                                                  cls(_close(tokens, j + 1) + 1) in ",o" or
                                                  val(_close(tokens, j + 1) + 1) in ("from", "as"))
         if first in "1s":
-            return cls(j + 1) in "$,;c)o&" or val(j + 1) in ("from", "into", "as", "union")
+            return cls(j + 1) in "$,;c)o&" or val(j + 1) in ("from", "into", "as", "union", "else",
+                                                             "end", "then", "when")
+        if first == "o" and val(j) in ("like", "glob") and cls(j + 1) == "(":
+            return True         # select like('abc', upper(hex(randomblob(...)))): SQLite
         if first in "nk" or val(j) == "*":
             k = j + 1
             if cls(k) == "." or cls(k) == "o":
@@ -319,6 +330,8 @@ def _statement_at(tokens, i) -> bool:
                    "trigger", "user", "column", "temporary", "or"):
             if val(i + 2) in ("if", "table") or cls(i + 2) in "fF":
                 return True
+            if i > 0 and tokens[i - 1][0] == ";" and cls(i + 2) == "n":
+                return True     # stacked after a ';': ...; drop function x and (1=1
             return cls(i + 2) == "n" and (end_like(i + 3) or cls(i + 3) in "(," or
                                           val(i + 3) in ("as", "like", "select", "add", "drop",
                                                          "change", "modify", "rename", "set", "on",
@@ -343,7 +356,7 @@ def _statement_at(tokens, i) -> bool:
             return val(i + 1) in ("data", "load_file")
         if w == "copy":
             return cls(i + 1) == "n" and val(i + 2) in ("from", "to") and val(i + 3) == "program"
-        return i > 0 and tokens[i - 1][0] == ";" and cls(i + 1) in "n(v"
+        return i > 0 and tokens[i - 1][0] == ";" and cls(i + 1) in ("n(vfF" if w == "call" else "n(v")
     return False
 
 
@@ -414,7 +427,7 @@ _LITERALS = frozenset(("true", "false", "null", "unknown"))
 
 def _judge_quoted(tokens) -> bool:
     # After the quote, TRUE/FALSE/NULL are values like 1 (' or true-- is ' or 1--).
-    tokens = [("1", w) if c == "k" and w in _LITERALS else (c, w) for c, w in tokens]
+    tokens = _without_not([("1", w) if c == "k" and w in _LITERALS else (c, w) for c, w in tokens])
     t, t2 = fold(tokens)
     if _QC_RULES.match(t):
         return True
@@ -480,6 +493,7 @@ _BARE_SQL = re.compile(
     r"|\d\.e[(.][a-z(]|\d\.e\(\d"
     r"|(?<![\w$])where\s+(\d+)\s*=\s*\1(?!\w)|(?<![\w$])where\s+'(\w*)'\s*=\s*'\2(?:'|$)"
     r"|^\s*(?:order|group)\s+by\s+\d+\s*(?:$|--|#|/\*|;)"
+    r"|(?:^|[(,])\s*(\d{2,})\s*=\s*\3\s*(?:[),]|$)"      # (4638=4638)*1 / iif(4638=4638,1,1/0)
     r"|(?:^|[\s\d)`\"'])as\s*[`\"'][^`\"']{0,60}[`\"']\s*from\b|\bas\s*[`\"']\s*from\b"
     r"|\[\s*\$(?:ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|not|nor|or|and|elemmatch|expr|"
     r"jsonschema|text|type|size|all|mod|options)\s*\]"
@@ -488,6 +502,7 @@ _OBFUSCATED = re.compile(r"[SUX&]c(?!$)|c[SUX]")
 
 
 def _judge_plain(tokens, text: str) -> bool:
+    tokens = _without_not(tokens)
     t, t2 = fold(tokens)
     if _OBFUSCATED.search(t) and ("/*" in text):
         return True

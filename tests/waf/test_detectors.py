@@ -25,6 +25,13 @@ SQLI_ATTACKS = [
     "' or true--", "\" or true--", "') or true--", " ORDER BY 30 ", " ORDER BY 3-- ",
     " AND 5650=CONVERT(INT,(UNION ALL SELECTCHAR(88)))-- ", "1' or 1.e(1) or '1'='1",
     " AS INJECTX WHERE 1=1 AND 1=1--", "x where 'a'='a",
+    # sqlmap's payloads inside its boundaries (data/xml of sqlmap, combined here)
+    "abc') OR NOT 9711=9711  AND ('ykos'='ykos", "1 OR NOT 3012=3012 -- -", "(1810=1810)*8386",
+    "1 ,IIF(4638=4638,1,1/0) -- -",
+    "1))) ;IF(7771=7771) SELECT 7771 ELSE DROP FUNCTION yrue  AND (((7771=7771",
+    "1) ;SELECT LIKE('ABCDEFG',UPPER(HEX(RANDOMBLOB(500000000/2)))) -- -",
+    "1 ;CALL REGEXP_SUBSTRING(REPEAT(RIGHT(CHAR(3843),0),500000000),NULL) -- -",
+    "1 AND 'jjfu'=REGEXP_SUBSTRING(REPEAT(RIGHT(CHAR(8143),0),5000000000),NULL)",
 ]
 SQLI_BENIGN = [
     "select a color", "drop down menu", "union station", "1 or 2 items", "O'Brien", "rock 'n' roll",
@@ -34,7 +41,8 @@ SQLI_BENIGN = [
     "if (user && user.isAdmin) { show(); }", "price < $20 or more", "user_id", "#1 bestseller", "--help",
     "x = a > b ? a : b;", "He said \"it's fine\" but it's not", "union of sets and intersect lines",
     "it's true or false", "Rock 'n' roll or true blues", "order by 2pm please", "where 2 roads meet",
-    "sort: order by date", "null or empty",
+    "sort: order by date", "null or empty", "(2+3)*4", "scores (10-10) and 5", "x=10,y=10",
+    "step 1; select your plan", "not or not", "to be or not to be",
 ]
 
 

@@ -54,6 +54,8 @@ def test_match_names_the_part(engine, target, headers, body, ctype, part, rule):
     # the fast path must flag each as the detectors judge it, in a query and in a JSON body
     ("' or true--", "sqli"), (" ORDER BY 30-- ", "sqli"), (" AS INJECTX WHERE 1=1 AND 1=1--", "sqli"),
     (" AND 5650=CONVERT(INT,(UNION ALL SELECTCHAR(88)))-- ", "sqli"),
+    ("abc') OR NOT 9711=9711  AND ('ykos'='ykos", "sqli"), ("(1810=1810)*8386", "sqli"),
+    ("1 ;CALL REGEXP_SUBSTRING(REPEAT(RIGHT(CHAR(3843),0),500000000),NULL) -- -", "sqli"),
     ("<x onxxx=1", "xss"),
     ("%%32%65%%32%65%%32%66%%32%65%%32%65%%32%66etc%%32%66passwd", "path_traversal"),
     ("..%c0%2f..%c0%2fetc%c0%2fpasswd", "path_traversal"),
