@@ -176,6 +176,14 @@ def _judge(text: str) -> str | None:
     return None
 
 
+_CSS_ESC = re.compile(r"\\([0-9a-f]{2,6})\s?")
+
+
+def _css_char(m) -> str:
+    cp = int(m.group(1), 16)
+    return chr(cp) if 0 < cp < 0x110000 and not 0xD800 <= cp <= 0xDFFF else ""
+
+
 def detect(text: str, kind: str = "") -> str | None:
     """Name of the rule that judges ``text`` (decoded, lower-case) script injection, else None."""
     r = _judge(text)
@@ -189,6 +197,8 @@ def detect(text: str, kind: str = "") -> str | None:
     if "/*" in alt:
         alt = _COMMENTS.sub("", alt)
     if "\\" in alt:
+        if _CSS_ESC.search(alt):    # CSS escapes: \0075\0072\006c\0028 is url(
+            alt = _CSS_ESC.sub(_css_char, alt)
         alt = alt.replace("\\", "")
     if alt != text:
         return _judge(alt)

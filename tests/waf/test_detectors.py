@@ -73,6 +73,8 @@ XSS_ATTACKS = [
     "+ADw-script+AD4-alert(1)+ADw-/script+AD4-", "<object data=\"x.swf\">", "<meta http-equiv=refresh content=0>",
     "';alert(String.fromCharCode(88,83,83))//", "<!--#exec cmd=\"ls\"-->", "<x:script>alert(1)</x:script>",
     "<x onxxx=1", "<X OnXxx=1", "<x%0Aonxxx=1", "<x onxxx%3D1",    # handlers no browser knows yet
+    "<DIV STYLE=\"background-image:\\0075\\0072\\006C\\0028'\\006a\\0061\\0076\\0061\\0073\\0063\\0072"
+    "\\0069\\0070\\0074\\003a\\0061\\006c\\0065\\0072\\0074\\0028.1027\\0058.1053\\0053\\0027\\0029'\\0029\">",
 ]
 XSS_BENIGN = [
     "<b>bold</b> and <i>italic</i>", "<p>Hello <a href=\"https://example.com\">site</a></p>",
@@ -83,6 +85,7 @@ XSS_BENIGN = [
     "const total = items.reduce((s, x) => s + x.price, 0);", "Alert: your password will expire",
     "please confirm your email", "prompt engineering", "data: 42", "background: red; color: blue",
     "<a one=1>", "<p>Only one</p>", "I <3 online=fun",
+    "<p style=\"font-family:'\\5B8B\\4F53'\">x</p>",
 ]
 
 
