@@ -9,11 +9,12 @@ between these objects are typed, so the request path reaches across them as C st
 accesses, and calls between them go through the vtables (``cpdef``)."""
 from fastgate._core.http cimport (ParserHandler, RequestHead, ResponseHead, RequestParser,
                                   ResponseParser)
+from fastgate._core.state cimport GatewayCore, RouteCore, SnapshotCore
 
 
 cdef class RequestContext:
     cdef public object head
-    cdef public object route
+    cdef public RouteCore route
     cdef public object route_name
     cdef public object params
     cdef public object query
@@ -21,9 +22,10 @@ cdef class RequestContext:
     cdef public object client_port
     cdef public bint tls
     cdef public object peer_cert
-    cdef public object request_id
+    cdef object _request_id         # str, made from request_id_b when first read
     cdef public object request_id_b
-    cdef public object traceparent
+    cdef object _traceparent        # str, made from traceparent_b when first read
+    cdef public object traceparent_b
     cdef public object consumer
     cdef public object consumer_groups
     cdef public object claims
@@ -41,7 +43,7 @@ cdef class RequestContext:
     cdef public object upstream_name
     cdef public object upstream_target
     cdef public object upstream_duration
-    cdef public object snapshot
+    cdef public SnapshotCore snapshot
     cdef public object plugin_state
     cdef public object log_fields
     cdef object __weakref__
@@ -91,7 +93,7 @@ cdef class Exchange(ResponseSide):
 
 
 cdef class ClientConnection(ParserHandler):
-    cdef public object gateway
+    cdef public GatewayCore gateway
     cdef public bint tls
     cdef public object transport
     cdef public RequestParser parser

@@ -46,7 +46,8 @@ cdef class ClientConnection(ParserHandler):
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport):
         self.transport = transport
-        gw = self.gateway
+        cdef GatewayCore gw = self.gateway
+        cdef SnapshotCore snap
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = peer[0]
@@ -56,7 +57,7 @@ cdef class ClientConnection(ParserHandler):
             self.peer_cert = transport.get_extra_info("peercert") or None
         snap = gw.snapshot
         limits = snap.limits
-        if not gw.admit_connection(self):
+        if not self.gateway.admit_connection(self):
             transport.write(build_response(
                 503, [(b"content-type", b"application/json")],
                 error_body(503, "overloaded", "too many connections", None), close=True))
@@ -101,9 +102,9 @@ cdef class ClientConnection(ParserHandler):
         kind = self.deadline_kind
         if kind == _D_KEEPALIVE:
             self.deadline_kind = _D_HEADER
-            self.deadline = _monotonic() + self.gateway.snapshot.limits.header_timeout_s
+            self.deadline = _monotonic() + self.gateway.snapshot.header_timeout_s
         elif kind == _D_BODY:
-            self.deadline = _monotonic() + self.ex.snapshot.limits.body_timeout_s
+            self.deadline = _monotonic() + self.ex.snapshot.body_timeout_s
         self.head_seen = True
         self.in_parser = True
         try:
@@ -170,7 +171,7 @@ cdef class ClientConnection(ParserHandler):
         self.ex = ex
         if h.chunked or h.content_length > 0:
             self.deadline_kind = _D_BODY
-            self.deadline = ex.start + ex.snapshot.limits.body_timeout_s
+            self.deadline = ex.start + ex.snapshot.body_timeout_s
         else:
             self.deadline_kind = _D_NONE
             ex.body_done = True  # nothing to read; on_request_complete follows at once
@@ -243,14 +244,14 @@ cdef class ClientConnection(ParserHandler):
             self.linger_close()
             return
         self.state = _S_IDLE
-        limits = self.gateway.snapshot.limits
-        parser = self.parser
+        cdef SnapshotCore snap = self.gateway.snapshot
+        cdef RequestParser parser = self.parser
         if parser.buffered:
             self.deadline_kind = _D_HEADER
-            self.deadline = _monotonic() + limits.header_timeout_s
+            self.deadline = _monotonic() + snap.header_timeout_s
         else:
             self.deadline_kind = _D_KEEPALIVE
-            self.deadline = _monotonic() + limits.keepalive_timeout_s
+            self.deadline = _monotonic() + snap.keepalive_timeout_s
         self.resume(_P_PIPELINE)
         if self.in_parser:
             # Called from inside a parser callback (a local answer): resume once feed returns.

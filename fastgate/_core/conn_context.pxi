@@ -15,8 +15,10 @@ cdef class RequestContext:
         tls               bool: arrived over TLS
         peer_cert         dict from ssl getpeercert() when a client certificate was verified
         request_id        str
-        request_id_b      the same, as bytes (encoded once per request)
-        traceparent       str sent upstream
+        request_id_b      the same, as bytes (what the headers carry; the str is made from
+                          it when first read)
+        traceparent       str sent upstream (None before the upstream call is made)
+        traceparent_b     the same, as bytes
         consumer          str or None, set by auth
         consumer_groups   tuple[str, ...]
         claims            dict or None: verified token claims / introspection result
@@ -44,6 +46,30 @@ cdef class RequestContext:
     Code that drives a policy directly (tests, benchmarks) builds a bare RequestContext:
     head, request_id, start and the others only its maker knows stay None.
     """
+
+    @property
+    def request_id(self):
+        rid = self._request_id
+        if rid is None and self.request_id_b is not None:
+            rid = self._request_id = self.request_id_b.decode("ascii")
+        return rid
+
+    @request_id.setter
+    def request_id(self, value):
+        self._request_id = value
+        self.request_id_b = value.encode() if value is not None else None
+
+    @property
+    def traceparent(self):
+        tp = self._traceparent
+        if tp is None and self.traceparent_b is not None:
+            tp = self._traceparent = self.traceparent_b.decode("ascii")
+        return tp
+
+    @traceparent.setter
+    def traceparent(self, value):
+        self._traceparent = value
+        self.traceparent_b = value.encode() if value is not None else None
 
     def __init__(self):
         self.route = None

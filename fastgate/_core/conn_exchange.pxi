@@ -25,7 +25,7 @@ cdef class Exchange(ResponseSide):
         # RequestContext's fields, set here in one place (no second object per request).
         # A new object's fields start as None / False / 0 (conn.pxd): only the others are set.
         cdef RequestHead h = head       # None for a detached exchange
-        gw = conn.gateway
+        cdef GatewayCore gw = conn.gateway
         self.conn = conn
         self.head = h
         self.snapshot = gw.snapshot
@@ -36,9 +36,8 @@ cdef class Exchange(ResponseSide):
         self.client_port = conn.client_port
         self.tls = conn.tls
         self.peer_cert = conn.peer_cert
-        rid = self.request_id = request_id_from(h.get(b"x-request-id") if h is not None
-                                                else None)
-        self.request_id_b = rid.encode()
+        self.request_id_b = request_id_b_from(h.get(b"x-request-id") if h is not None
+                                              else None)
         self.consumer_groups = ()
         self.upstream_headers = []
         self.response_headers = []
@@ -65,7 +64,8 @@ cdef class Exchange(ResponseSide):
     # ------------------------------------------------------------------ request head
     cpdef begin(self):
         cdef RequestHead head = <RequestHead>self.head
-        snap = self.snapshot
+        cdef SnapshotCore snap = self.snapshot
+        cdef RouteCore route
         try:
             path = normalize_path(head.path)
         except ValueError:
@@ -85,7 +85,7 @@ cdef class Exchange(ResponseSide):
             else:
                 self.answer_error(404, "not_found", "no route matches this request")
             return
-        route = value
+        route = <RouteCore?>value
         self.route = route
         self.route_name = route.name
         self.params = params
@@ -93,7 +93,7 @@ cdef class Exchange(ResponseSide):
         if not self.body_done:
             limit = route.max_body_bytes
             if limit is None:
-                limit = snap.limits.max_body_bytes
+                limit = snap.max_body_bytes
             if head.content_length > limit:
                 self.answer_error(413, "payload_too_large", "request body too large")
                 return
@@ -162,7 +162,7 @@ cdef class Exchange(ResponseSide):
         return False
 
     cdef _proceed(self):
-        route = self.route
+        cdef RouteCore route = self.route
         target = route.target
         if target.takes_body and not self.body_done and self.head.expect_continue:
             self.conn.write(CONTINUE_100)

@@ -19,7 +19,7 @@ cdef class ResponseSide(RequestContext):
         """The target's response head (``head``: status, headers, content_length,
         keep_alive, connection_tokens); ``drop``: header names not to pass on. The
         response-head phase runs first (``decided``: it already has)."""
-        route = self.route
+        cdef RouteCore route = self.route
         if not decided:
             self.status = head.status
             self.resp_hdr_mark = len(self.response_headers)
@@ -327,7 +327,7 @@ cdef class ResponseSide(RequestContext):
     cpdef log(self):
         """Log phase: after the last byte of a response (or a refusal)."""
         record(self.conn.gateway, self)
-        route = self.route
+        cdef RouteCore route = self.route
         if route is not None and route.log:
             for policy in route.log:
                 try:
@@ -336,18 +336,17 @@ cdef class ResponseSide(RequestContext):
                     log.exception("log phase of route %s failed", self.route_name)
 
 
-cpdef record(gateway, RequestContext ctx):
+cpdef record(GatewayCore gateway, RequestContext ctx):
     """Metrics and the access log of one finished request (or refusal), after its last byte
     (``Gateway.record`` is this)."""
     cdef double now = _monotonic()
     head = ctx.head
-    metrics = gateway.metrics
-    request_done(metrics.routes, ctx.route_name,
+    request_done(gateway.metric_routes, ctx.route_name,
                  (<RequestHead>head).method if head is not None else b"OTHER", ctx.status,
                  now - ctx.start, ctx.bytes_in, ctx.bytes_out, ctx.upstream_name,
                  ctx.upstream_duration)
     if ctx.consumer is not None:
-        metrics.consumer_request(ctx.consumer, ctx.route_name, _time())
-    access_log = gateway.access_log
-    if access_log.enabled:
+        gateway.metrics.consumer_request(ctx.consumer, ctx.route_name, _time())
+    if gateway.access_log_on:
+        access_log = gateway.access_log
         access_log.log(access_log.entry(ctx, now))

@@ -106,9 +106,8 @@ cdef class UpstreamCall:
             if target.preserve_host:
                 tail += (b"host: ", host, b"\r\n")
         # else: the chosen target's Host line is added per try (_attach)
-        ex.traceparent = tp = traceparent_from(head.get(b"traceparent"))
-        tail += (b"x-request-id: ", ex.request_id_b, b"\r\ntraceparent: ", tp.encode(),
-                 b"\r\n")
+        ex.traceparent_b = tp = traceparent_b_from(head.get(b"traceparent"))
+        tail += (b"x-request-id: ", ex.request_id_b, b"\r\ntraceparent: ", tp, b"\r\n")
         if ex.upstream_headers:
             tail.append(header_lines(ex.upstream_headers))
         if head.upgrade is not None and _is_websocket(head.upgrade):

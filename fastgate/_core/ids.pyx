@@ -1,120 +1,197 @@
-# cython: language_level=3
+# cython: language_level=3, boundscheck=False, wraparound=False
 """Request ids and W3C trace-context (traceparent) for every proxied request, compiled
 (fastgate/observe/ids.py re-exports them).
 
-Both helpers run once per request, so they avoid regexes and per-call syscalls: random hex
-comes from a pool filled by one ``os.urandom`` call per 256 request ids. The pool is discarded in a
-forked child, otherwise every worker would hand out the same ids as its siblings.
+Both run once per request, in C: random hex is written straight from a pool of random bytes
+filled by one ``os.urandom`` call per 256 request ids, and an incoming X-Request-ID or
+traceparent is checked byte by byte. The pool is discarded in a forked child, otherwise
+every worker would hand out the same ids as its siblings. The request path takes the bytes
+forms (``request_id_b_from``, ``traceparent_b_from``: what goes into the headers); the str
+forms are for Python callers.
 """
-
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memcpy
 
 import os
-import re
 
 __all__ = ["request_id_from", "traceparent_from", "new_request_id", "new_trace_id", "new_span_id"]
 
 # X-Request-ID values we pass on unchanged: short and made only of characters that cannot
 # break a log line, a header or a shell. Anything else is replaced, never "cleaned".
 _RID_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
-_RID_MAX = 128
+DEF _RID_MAX = 128
+cdef unsigned char _RID_OK[256]
+cdef Py_ssize_t _k
+for _k in range(256):
+    _RID_OK[_k] = 0
+for _k in _RID_CHARS:
+    _RID_OK[_k] = 1
 
-# version (never ff) - trace-id (not all zero) - parent-id (not all zero) - flags; lower-case
-# hex only (W3C 3.2). ASCII-only classes so no Unicode digit can slip through.
-_TRACEPARENT = re.compile(
-    r"(?!ff)[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-([0-9a-f]{2})")
-# A trace we start is marked sampled: downstream services that follow the parent's decision
-# then record it, which is what someone who sends requests through a gateway expects.
-_NEW_TRACE_FLAGS = "01"
+# lower-case hex digit -> its value, anything else -> 255 (W3C 3.2: lower-case only)
+cdef unsigned char _HEXVAL[256]
+for _k in range(256):
+    _HEXVAL[_k] = 255
+for _k in range(10):
+    _HEXVAL[48 + _k] = _k
+for _k in range(6):
+    _HEXVAL[97 + _k] = 10 + _k
+cdef const char* _HEX = b"0123456789abcdef"
 
-# Flags we forward: sampled (0x01) and, from trace-context level 2, random (0x02). Other bits
-# are reserved and must be sent as zero (W3C 3.2.2.5), so they are masked off here.
-_FLAGS_OUT = {"%02x" % i: "%02x" % (i & 0x03) for i in range(256)}
-
-_POOL_BYTES = 4096                 # one os.urandom call per 256 ids of 32 hex / 512 of 16
-_ZERO16 = "0" * 16
-_ZERO32 = "0" * 32
-# list.pop() is the cheapest way to hand out pre-made strings; bytes.hex(sep).split() makes
-# them in C. All-zero ids (invalid in trace-context) are dropped at fill time.
-cdef list _pool16 = []
-cdef list _pool32 = []
-
-
-cdef _fill(list pool, int nbytes, str zero):
-    pool[:] = os.urandom(_POOL_BYTES).hex(" ", nbytes).split()
-    while zero in pool:
-        pool.remove(zero)
+DEF _POOL = 4096                    # one os.urandom call per 256 ids of 32 hex
+cdef unsigned char _rand[_POOL]
+cdef Py_ssize_t _rpos = _POOL
 
 
 def _reset_after_fork():
-    _pool16.clear()
-    _pool32.clear()
+    global _rpos
+    _rpos = _POOL
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+cdef int _random_hex(char* out, Py_ssize_t nbytes) except -1:
+    """2*nbytes random lower-case hex characters into ``out``, never all zero (an all-zero
+    trace-id or parent-id is invalid in trace-context)."""
+    global _rpos
+    cdef const unsigned char* p
+    cdef unsigned char b, seen
+    cdef Py_ssize_t i
+    while True:
+        if _rpos + nbytes > _POOL:
+            data = os.urandom(_POOL)
+            memcpy(_rand, PyBytes_AS_STRING(data), _POOL)
+            _rpos = 0
+        p = _rand + _rpos
+        _rpos += nbytes
+        seen = 0
+        for i in range(nbytes):
+            b = p[i]
+            seen |= b
+            out[2 * i] = _HEX[b >> 4]
+            out[2 * i + 1] = _HEX[b & 15]
+        if seen:
+            return 0
+
+
+cdef bytes _new_id_b():
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 32)
+    _random_hex(PyBytes_AS_STRING(out), 16)
+    return out
+
+
 cpdef str new_span_id():
     """16 random lower-case hex characters, never all zero."""
-    try:
-        return _pool16.pop()
-    except IndexError:
-        _fill(_pool16, 8, _ZERO16)
-        return _pool16.pop()
+    cdef char buf[16]
+    _random_hex(buf, 8)
+    return PyUnicode_DecodeLatin1(buf, 16, NULL)
 
 
 cpdef str new_request_id():
     """32 random lower-case hex characters, never all zero (so also a valid trace-id)."""
-    try:
-        return _pool32.pop()
-    except IndexError:
-        _fill(_pool32, 16, _ZERO32)
-        return _pool32.pop()
+    cdef char buf[32]
+    _random_hex(buf, 16)
+    return PyUnicode_DecodeLatin1(buf, 32, NULL)
 
 
 def new_trace_id():
     return new_request_id()
 
 
+cdef bytes request_id_b_from(object value):
+    """The client's X-Request-ID (bytes, or None when absent) when it is 1-128 bytes of
+    [A-Za-z0-9._:-], else a new id."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, i
+    if value is not None:
+        n = PyBytes_GET_SIZE(value)
+        if 0 < n <= _RID_MAX:
+            p = <const unsigned char*>PyBytes_AS_STRING(value)
+            for i in range(n):
+                if not _RID_OK[p[i]]:
+                    return _new_id_b()
+            return value
+    return _new_id_b()
+
+
 cpdef str request_id_from(value):
     """The client's X-Request-ID when it is 1-128 chars of [A-Za-z0-9._:-], else a new id.
 
-    ``value`` is the raw header value (bytes) or None when the header is absent.
+    ``value`` is the raw header value (bytes or str) or None when the header is absent.
     """
+    if value is not None and type(value) is not bytes:
+        try:
+            value = str(value).encode("ascii")
+        except UnicodeEncodeError:
+            value = None
+    return request_id_b_from(value).decode("ascii")
+
+
+cdef inline bint _hex_run(const unsigned char* p, Py_ssize_t n, bint nonzero) noexcept:
+    """``p[:n]`` is lower-case hex (and, with ``nonzero``, not all '0')."""
+    cdef Py_ssize_t i
+    cdef unsigned char any_digit = 0
+    for i in range(n):
+        if _HEXVAL[p[i]] == 255:
+            return False
+        any_digit |= _HEXVAL[p[i]]
+    return any_digit != 0 or not nonzero
+
+
+cdef bytes traceparent_b_from(object value):
+    """The traceparent to send upstream for this request (bytes, 55 long).
+
+    A valid incoming header (bytes, or None when absent) keeps its trace-id and flags and
+    gets a new parent-id (our span); a missing or invalid one starts a new, sampled trace.
+    Version ``ff`` and all-zero ids are invalid; a future version is accepted when its first
+    four fields parse as version 00 (W3C 4.3). Reserved flag bits are cleared; surrounding
+    blanks are tolerated.
+    """
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 55)
+    cdef char* o = PyBytes_AS_STRING(out)
     if value is not None:
-        if type(value) is str:
-            try:
-                value = value.encode("ascii")
-            except UnicodeEncodeError:
-                return new_request_id()
-        n = len(value)
-        # translate(None, allowed) deletes every allowed byte: anything left is disallowed
-        if 0 < n <= _RID_MAX and not value.translate(None, _RID_CHARS):
-            return value.decode("ascii")
-    return new_request_id()
+        p = <const unsigned char*>PyBytes_AS_STRING(value)
+        n = PyBytes_GET_SIZE(value)
+        while n and (p[0] == 32 or p[0] == 9):
+            p += 1
+            n -= 1
+        while n and (p[n - 1] == 32 or p[n - 1] == 9):
+            n -= 1
+        if (n >= 55 and _hex_run(p, 2, False) and not (p[0] == 102 and p[1] == 102)
+                and p[2] == 45 and _hex_run(p + 3, 32, True) and p[35] == 45
+                and _hex_run(p + 36, 16, True) and p[52] == 45 and _hex_run(p + 53, 2, False)
+                and (n == 55 or (p[55] == 45 and not (p[0] == 48 and p[1] == 48)))):
+            memcpy(o, b"00-", 3)
+            memcpy(o + 3, p + 3, 32)
+            o[35] = 45
+            _random_hex(o + 36, 8)
+            o[52] = 45
+            o[53] = 48
+            o[54] = _HEX[_HEXVAL[p[54]] & 3]   # sampled (1) and random (2) only
+            return out
+    memcpy(o, b"00-", 3)
+    _random_hex(o + 3, 16)
+    o[35] = 45
+    _random_hex(o + 36, 8)
+    # A trace we start is marked sampled: downstream services that follow the parent's
+    # decision then record it, which is what someone who sends requests through a gateway
+    # expects.
+    memcpy(o + 52, b"-01", 3)
+    return out
 
 
 cpdef str traceparent_from(value):
-    """The traceparent to send upstream for this request.
-
-    A valid incoming header keeps its trace-id and flags and gets a new parent-id (our span);
-    a missing or invalid one starts a new trace. Version ``ff`` and all-zero ids are invalid;
-    a future version is accepted when its first four fields parse as version 00 (W3C 4.3).
-    Reserved flag bits are cleared.
-    """
-    if value is not None:
-        if type(value) is not str:
-            # latin-1 never fails; any non-ASCII byte then simply fails the match
-            value = value.decode("latin-1")
-        m = _TRACEPARENT.match(value)
-        if m is None:
-            value = value.strip(" \t")
-            m = _TRACEPARENT.match(value)
-        if m is not None:
-            n = len(value)
-            if n == 55 or (value[55] == "-" and value[0:2] != "00"):
-                trace, flags = m.groups()
-                return f"00-{trace}-{new_span_id()}-{_FLAGS_OUT[flags]}"
-    return f"00-{new_request_id()}-{new_span_id()}-{_NEW_TRACE_FLAGS}"
+    """The traceparent to send upstream for this request (see traceparent_b_from); ``value``
+    is the raw header value, bytes or str, or None."""
+    if value is not None and type(value) is not bytes:
+        try:
+            value = str(value).encode("latin-1")
+        except UnicodeEncodeError:
+            value = None
+    return traceparent_b_from(value).decode("ascii")
 
 
 def trace_id_of(str traceparent):

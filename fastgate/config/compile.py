@@ -10,26 +10,27 @@ from __future__ import annotations
 import ssl
 
 from fastgate._core.router import Router
+from fastgate._core.state import RouteCore, SnapshotCore
 from fastgate.policies import load_builders
 from fastgate.server.headers import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS
 from fastgate.targets import load_targets
 from fastgate.upstream.balance import Upstream
 
 
-class CompiledRoute:
+class CompiledRoute(RouteCore):
     """One route as the request path runs it: its target and, per phase, the tuple of
-    policy callables (see fastgate/_core/conn_exchange.pxi for the phases)."""
+    policy callables (see fastgate/_core/conn_exchange.pxi for the phases). The fields the
+    request path reads (name, target, the phases, max_body_bytes, the drop sets) are
+    declared in its compiled base (fastgate/_core/state.pyx)."""
 
-    __slots__ = (
-        "name", "index", "cfg", "target", "access", "chunk", "body", "response",
-        "response_body", "log", "max_body_bytes", "drop_request_headers",
-        "drop_response_headers",
-    )
+    __slots__ = ("index", "cfg")
 
 
-class Snapshot:
-    __slots__ = ("config", "router", "routes", "upstreams", "limits", "generation", "pool_keys",
-                 "body_ceiling", "reroutes", "services")
+class Snapshot(SnapshotCore):
+    """A compiled config; router, reroutes, limits and body_ceiling are declared in its
+    compiled base (fastgate/_core/state.pyx)."""
+
+    __slots__ = ("config", "routes", "upstreams", "generation", "pool_keys", "services")
 
 
 # The phases a policy object may implement (each optional), in request order.

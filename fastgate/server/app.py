@@ -15,6 +15,7 @@ import time
 from fastgate.config import ConfigError, validate
 from fastgate.config.compile import compile_snapshot
 from fastgate._core.conn import record as _record
+from fastgate._core.state import GatewayCore
 from fastgate.server.connection import ClientConnection
 from fastgate.server.services import Services, SharedState
 from fastgate.upstream.pool import PoolRegistry
@@ -29,7 +30,10 @@ def format_bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class Gateway:
+class Gateway(GatewayCore):
+    """One process's gateway. ``snapshot``, ``draining``, ``metrics`` and ``access_log`` are
+    declared in its compiled base (fastgate/_core/state.pyx), which the request path reads."""
+
     def __init__(self, config, config_path: str | None = None, *, shared: SharedState | None = None,
                  reuse_port: bool = False, sockets=None, worker_id: int | None = None,
                  controlled: bool = False):

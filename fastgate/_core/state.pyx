@@ -1,0 +1,62 @@
+# cython: language_level=3
+"""The compiled bases of the gateway (fastgate/server/app.py), its config snapshot and a
+compiled route (fastgate/config/compile.py).
+
+The request path (fastgate/_core/conn.pyx) reads a handful of their fields on every request:
+declared here, those reads are C struct accesses instead of attribute lookups on Python
+objects. Everything else about these objects stays in their Python subclasses. A field
+derived from another (a limit, the metrics' route table, whether the access log is on) is
+taken when that other field is set, so it can never disagree with it.
+"""
+
+
+cdef class RouteCore:
+    """What the exchange reads of a route: its name, its target, the policy callables of
+    each phase (tuples, empty when none) and its header drop sets."""
+
+    def __init__(self):
+        self.access = self.chunk = self.body = ()
+        self.response = self.response_body = self.log = ()
+
+
+cdef class SnapshotCore:
+    """What the request path reads of a config snapshot: the router, the reroute hooks,
+    the body ceiling and the limits (whose timeouts are copied as C doubles)."""
+
+    def __init__(self):
+        self.reroutes = ()
+
+    @property
+    def limits(self):
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits):
+        self._limits = limits
+        self.header_timeout_s = limits.header_timeout_s
+        self.body_timeout_s = limits.body_timeout_s
+        self.keepalive_timeout_s = limits.keepalive_timeout_s
+        self.max_body_bytes = limits.max_body_bytes
+
+
+cdef class GatewayCore:
+    """What the request path reads of the gateway: the current snapshot, whether it is
+    draining, and the metrics and access log of the log phase."""
+
+    @property
+    def metrics(self):
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics):
+        self._metrics = metrics
+        self.metric_routes = metrics.routes if metrics is not None else None
+
+    @property
+    def access_log(self):
+        return self._access_log
+
+    @access_log.setter
+    def access_log(self, access_log):
+        self._access_log = access_log
+        self.access_log_on = access_log is not None and bool(access_log.enabled)
