@@ -186,7 +186,7 @@ cdef class UpstreamCall:
     cdef public TargetPool pool
     cdef public UpstreamConnection conn
     cdef public bytes path
-    cdef public bytes head_block
+    cdef public list head_tail
     cdef public int tries
     cdef public bint req_chunked
     cdef public bint body_sent_any
@@ -198,6 +198,7 @@ cdef class UpstreamCall:
     cdef public bint cancelled
     cdef public double read_timeout
 
+    cdef int _init(self, UpstreamTarget target, Exchange ex) except -1
     cpdef dispatch(self, failed_pool)
     cdef int _attach(self, UpstreamConnection conn) except -1
     cpdef body(self, data)

@@ -20,6 +20,10 @@ response.py, context.py, fastgate/targets/upstream.py, fastgate/upstream/pool.py
 them from here. Policies, plugins and other targets stay Python: the exchange calls them
 only where a route has them.
 """
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
+
 import asyncio
 import logging
 import re
@@ -27,20 +31,35 @@ import ssl as _ssl
 import time
 
 from fastgate._core.http cimport (ParserHandler, RequestHead, ResponseHead, RequestParser,
-                                  ResponseParser)
+                                  ResponseParser, _find)
 from fastgate._core.http import HttpError
 from fastgate._core.router import MATCH, METHOD_NOT_ALLOWED, normalize_path
-from fastgate._core.writer import header_lines, join_head
+from fastgate._core.writer cimport header_lines, join_head
 from fastgate._core.ids cimport request_id_b_from, traceparent_b_from
 from fastgate._core.stats cimport request_done
 from fastgate.policies.base import Reject, Respond
-from fastgate.server.responses import (CONTINUE_100, ERROR_CODES, build_response, error_body,
-                                       status_line)
+from fastgate.server.responses import (CONTINUE_100, ERROR_CODES, STATUS_LINES, build_response,
+                                       error_body, status_line)
 
 log = logging.getLogger("fastgate")
+cdef dict _STATUS_LINES = STATUS_LINES
 
 _monotonic = time.monotonic
 _time = time.time
+
+
+cdef inline double _mono() noexcept nogil:
+    """time.monotonic() (the same clock), without a Python call and a float per reading."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline double _wall() noexcept nogil:
+    """time.time() (the same clock)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 # Reasons a connection's reading is paused (bits: each resume clears only its own)
 cdef enum:

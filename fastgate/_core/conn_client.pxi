@@ -72,7 +72,7 @@ cdef class ClientConnection(ParserHandler):
             max_body_bytes=snap.body_ceiling,
         )
         self.deadline_kind = _D_HEADER
-        self.deadline = _monotonic() + limits.header_timeout_s
+        self.deadline = _mono() + limits.header_timeout_s
 
     def connection_lost(self, exc):
         if self.state == _S_CLOSED and self.parser is None:
@@ -102,9 +102,9 @@ cdef class ClientConnection(ParserHandler):
         kind = self.deadline_kind
         if kind == _D_KEEPALIVE:
             self.deadline_kind = _D_HEADER
-            self.deadline = _monotonic() + self.gateway.snapshot.header_timeout_s
+            self.deadline = _mono() + self.gateway.snapshot.header_timeout_s
         elif kind == _D_BODY:
-            self.deadline = _monotonic() + self.ex.snapshot.body_timeout_s
+            self.deadline = _mono() + self.ex.snapshot.body_timeout_s
         self.head_seen = True
         self.in_parser = True
         try:
@@ -132,8 +132,11 @@ cdef class ClientConnection(ParserHandler):
         f = self.flush_pending
         if f is not None:
             self.flush_pending = None
-            f.flush_up()
-        if self.state == _S_ACTIVE and self.parser.buffered > PIPELINE_BUFFER_LIMIT:
+            if type(f) is UpstreamCall:
+                (<UpstreamCall>f).flush_up()
+            else:
+                f.flush_up()
+        if self.state == _S_ACTIVE and self.parser._unconsumed() > PIPELINE_BUFFER_LIMIT:
             self.pause(_P_PIPELINE)
 
     def eof_received(self):
@@ -246,12 +249,12 @@ cdef class ClientConnection(ParserHandler):
         self.state = _S_IDLE
         cdef SnapshotCore snap = self.gateway.snapshot
         cdef RequestParser parser = self.parser
-        if parser.buffered:
+        if parser._unconsumed():
             self.deadline_kind = _D_HEADER
-            self.deadline = _monotonic() + snap.header_timeout_s
+            self.deadline = _mono() + snap.header_timeout_s
         else:
             self.deadline_kind = _D_KEEPALIVE
-            self.deadline = _monotonic() + snap.keepalive_timeout_s
+            self.deadline = _mono() + snap.keepalive_timeout_s
         self.resume(_P_PIPELINE)
         if self.in_parser:
             # Called from inside a parser callback (a local answer): resume once feed returns.
@@ -273,7 +276,10 @@ cdef class ClientConnection(ParserHandler):
         f = self.flush_pending
         if f is not None:
             self.flush_pending = None
-            f.flush_up()
+            if type(f) is UpstreamCall:
+                (<UpstreamCall>f).flush_up()
+            else:
+                f.flush_up()
 
     def start_tunnel(self, peer_transport, leftover: bytes):
         """Raw bytes both ways from now on (an accepted WebSocket upgrade)."""
@@ -310,7 +316,7 @@ cdef class ClientConnection(ParserHandler):
                 self.read_paused = 0
                 transport.resume_reading()
             self.deadline_kind = _D_LINGER
-            self.deadline = _monotonic() + LINGER_S
+            self.deadline = _mono() + LINGER_S
         else:
             self.deadline_kind = _D_NONE
             transport.close()

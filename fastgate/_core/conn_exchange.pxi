@@ -29,8 +29,8 @@ cdef class Exchange(ResponseSide):
         self.conn = conn
         self.head = h
         self.snapshot = gw.snapshot
-        self.start = _monotonic()
-        self.start_wall = _time()
+        self.start = _mono()
+        self.start_wall = _wall()
         self.route_name = "_none"
         self.client_ip = conn.client_ip
         self.client_port = conn.client_port
@@ -164,7 +164,7 @@ cdef class Exchange(ResponseSide):
     cdef _proceed(self):
         cdef RouteCore route = self.route
         target = route.target
-        if target.takes_body and not self.body_done and self.head.expect_continue:
+        if not self.body_done and (<RequestHead>self.head).expect_continue and target.takes_body:
             self.conn.write(CONTINUE_100)
         if route.body:
             if not self.body_done:

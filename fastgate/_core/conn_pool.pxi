@@ -33,8 +33,12 @@ cdef class UpstreamConnection(ParserHandler):
             # Unsolicited bytes on an idle connection: it can never be trusted again.
             self.close()
             return
+        parser = self.parser
         try:
-            self.parser.feed(data)
+            if type(parser) is ResponseParser:
+                (<ResponseParser>parser).feed(data)
+            else:
+                parser.feed(data)         # a tunnel's raw relay
         except HttpError as exc:
             owner = self.owner
             self.close()
@@ -165,6 +169,7 @@ cdef class TargetPool:
         self.host_header = b"host: %s\r\n\r\n" % self.label.encode()
 
     cpdef UpstreamConnection acquire_idle(self):
+        cdef UpstreamConnection conn
         idle = self.idle
         while idle:
             conn = idle.pop()
@@ -193,7 +198,7 @@ cdef class TargetPool:
         """Give a connection back after an exchange; reusable only if fully clean."""
         self.active -= 1
         conn.owner = None
-        if (not reusable or conn.closed or conn.parser.buffered
+        if (not reusable or conn.closed or (<ResponseParser?>conn.parser)._unconsumed()
                 or len(self.idle) >= self.keepalive or conn.reading_paused):
             conn.close()
             return

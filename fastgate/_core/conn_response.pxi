@@ -20,25 +20,38 @@ cdef class ResponseSide(RequestContext):
         keep_alive, connection_tokens); ``drop``: header names not to pass on. The
         response-head phase runs first (``decided``: it already has)."""
         cdef RouteCore route = self.route
+        cdef RequestHead req = <RequestHead?>self.head
+        cdef ResponseHead rh
+        cdef int status
+        cdef long long length
         if not decided:
             self.status = head.status
             self.resp_hdr_mark = len(self.response_headers)
             if route.response and self._head_phase(head, drop):
                 return
-        status = head.status
+        if type(head) is ResponseHead:
+            rh = <ResponseHead>head
+            status = rh.status
+            length = rh.content_length
+            headers = rh.headers
+            tokens = rh.connection_tokens
+        else:                               # another target's head object (the AI call's)
+            status = head.status
+            length = head.content_length
+            headers = head.headers
+            tokens = head.connection_tokens
         tail = [b"x-request-id: ", self.request_id_b, b"\r\n"]
         if self.response_headers:
             tail.append(header_lines(self.response_headers))
-        no_body = self.head.method == b"HEAD" or status in (204, 304) or status < 200
-        length = head.content_length
+        no_body = req.method == b"HEAD" or status == 204 or status == 304 or status < 200
         if route.response_body and not no_body:
             self.resp_filters = route.response_body
             length = -1                     # rewritten chunks: the length is not known
         if length >= 0:
             if status != 204:
-                tail.append(b"content-length: %d\r\n" % length)
+                tail.append(_content_length_line(length))
         elif not no_body:
-            if self.head.version == 11:
+            if req.version == 11:
                 self.resp_chunked = True
                 tail.append(b"transfer-encoding: chunked\r\n")
             else:
@@ -51,7 +64,10 @@ cdef class ResponseSide(RequestContext):
         tail.append(b"\r\n")
         if self.resp_drop is not None:
             drop = drop | self.resp_drop
-        data = join_head(status_line(status), head.headers, drop, head.connection_tokens, tail)
+        line = _STATUS_LINES.get(status)
+        if line is None:
+            line = status_line(status)
+        data = join_head(line, headers, drop, tokens, tail)
         self.bytes_out += len(data)
         self.resp_started = True
         # Held until the end of this target read (flush_output) so that a head and the
@@ -336,17 +352,37 @@ cdef class ResponseSide(RequestContext):
                     log.exception("log phase of route %s failed", self.route_name)
 
 
+cdef bytes _content_length_line(long long n):
+    """b"content-length: N\\r\\n" without a format call."""
+    cdef char buf[48]
+    cdef char digits[24]
+    cdef int nd = 0, i
+    memcpy(buf, b"content-length: ", 16)
+    if n == 0:
+        digits[0] = 48
+        nd = 1
+    while n > 0:
+        digits[nd] = 48 + <int>(n % 10)
+        n //= 10
+        nd += 1
+    for i in range(nd):
+        buf[16 + i] = digits[nd - 1 - i]
+    buf[16 + nd] = 13
+    buf[17 + nd] = 10
+    return PyBytes_FromStringAndSize(buf, 18 + nd)
+
+
 cpdef record(GatewayCore gateway, RequestContext ctx):
     """Metrics and the access log of one finished request (or refusal), after its last byte
     (``Gateway.record`` is this)."""
-    cdef double now = _monotonic()
+    cdef double now = _mono()
     head = ctx.head
     request_done(gateway.metric_routes, ctx.route_name,
                  (<RequestHead>head).method if head is not None else b"OTHER", ctx.status,
                  now - ctx.start, ctx.bytes_in, ctx.bytes_out, ctx.upstream_name,
                  ctx.upstream_duration)
     if ctx.consumer is not None:
-        gateway.metrics.consumer_request(ctx.consumer, ctx.route_name, _time())
+        gateway.metrics.consumer_request(ctx.consumer, ctx.route_name, _wall())
     if gateway.access_log_on:
         access_log = gateway.access_log
         access_log.log(access_log.entry(ctx, now))

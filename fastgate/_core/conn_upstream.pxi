@@ -36,7 +36,8 @@ cdef class UpstreamTarget:
                              else upstream.read_timeout)
 
     cpdef open(self, ex):
-        cdef UpstreamCall call = UpstreamCall(self, ex)
+        cdef UpstreamCall call = UpstreamCall.__new__(UpstreamCall)
+        call._init(self, ex)
         call.dispatch(None)
         return call
 
@@ -63,25 +64,22 @@ cdef class UpstreamCall:
     nothing upstream, even over a warm pooled connection."""
 
     def __init__(self, UpstreamTarget target, Exchange ex):
+        self._init(target, ex)
+
+    cdef int _init(self, UpstreamTarget target, Exchange ex) except -1:
+        # A new call's other fields start as None / 0 / False (conn.pxd): pool, conn (the
+        # UpstreamConnection owned by this call), tries, body_sent_any, sent_at,
+        # resp_keepalive, up_wbuf (request bytes gathered during one parser call), attached,
+        # waiting (the connect task), cancelled.
         cdef RequestHead head = <RequestHead>ex.head
+        cdef list headers = head.headers
         self.target = target
         self.ex = ex
         self.upstream = target.upstream
-        self.pool = None
-        self.conn = None                # UpstreamConnection owned by this call
-        self.path = b""                 # the path (and query) sent upstream, before the prefix
-        self.head_block = None          # header lines after the request line (kept for a retry)
-        self.tries = 0
-        self.req_chunked = False        # re-frame the request body as chunked upstream
-        self.body_sent_any = False
-        self.sent_at = 0.0
-        self.resp_keepalive = False
-        self.up_wbuf = None             # request bytes gathered during one parser call
-        self.attached = False
-        self.waiting = None             # the connect task
-        self.cancelled = False
         self.read_timeout = target.read_timeout
-        # The upstream head, built once: the request line's path and the header block.
+        # What the upstream head is made of, settled once (the head itself is written per
+        # try, with the chosen target's prefix and Host): the path (and query) sent
+        # upstream, before the target's prefix, and the gateway's own header lines.
         path = ex.path
         prefix = target.strip_prefix
         if prefix is not None:
@@ -95,7 +93,7 @@ cdef class UpstreamCall:
         self.path = path + b"?" + query if query else path
         self.req_chunked = head.chunked
         client_ip = ex.conn.client_ip_b
-        xff = head.get_all(b"x-forwarded-for")
+        xff = _find(headers, b"x-forwarded-for", None, True)
         tail = [b"x-forwarded-for: ",
                 b", ".join(xff) + b", " + client_ip if xff else client_ip,
                 b"\r\nx-forwarded-proto: https\r\n" if ex.tls else
@@ -106,7 +104,7 @@ cdef class UpstreamCall:
             if target.preserve_host:
                 tail += (b"host: ", host, b"\r\n")
         # else: the chosen target's Host line is added per try (_attach)
-        ex.traceparent_b = tp = traceparent_b_from(head.get(b"traceparent"))
+        ex.traceparent_b = tp = traceparent_b_from(_find(headers, b"traceparent", None, False))
         tail += (b"x-request-id: ", ex.request_id_b, b"\r\ntraceparent: ", tp, b"\r\n")
         if ex.upstream_headers:
             tail.append(header_lines(ex.upstream_headers))
@@ -126,20 +124,19 @@ cdef class UpstreamCall:
             tail.append(b"content-length: %d\r\n" % head.content_length)
         elif head.method in (b"POST", b"PUT", b"PATCH"):
             tail.append(b"content-length: 0\r\n")
-        drop = ex.route.drop_request_headers
-        if ex.req_drop is not None:
-            drop = drop | ex.req_drop
-        self.head_block = join_head(b"", head.headers, drop, head.connection_tokens, tail)
+        self.head_tail = tail
+        return 0
 
     cpdef dispatch(self, failed_pool):
         """Pick a target and send the request: from the warm pool synchronously, else via
         a connect task."""
+        cdef TargetPool pool
         upstream = self.upstream
         ex = self.ex
         single = upstream._single
         if single is not None:
             # Upstream.pick's answer for a one-target upstream, without the Python call
-            pool = single if single.healthy else None
+            pool = single if (<TargetPool?>single).healthy else None
         else:
             pool = upstream.pick(ex, failed_pool)
         if pool is None:
@@ -171,7 +168,7 @@ cdef class UpstreamCall:
             self.waiting = None
             if self.cancelled:
                 return
-            pool.mark_failure(_monotonic())
+            pool.mark_failure(_mono())
             # Nothing was sent: a retry on another target is safe for any method.
             if self.tries <= upstream.retries and not self.body_sent_any:
                 self.dispatch(pool)
@@ -200,20 +197,24 @@ cdef class UpstreamCall:
         cdef Exchange ex = self.ex
         cdef RequestHead head = <RequestHead>ex.head
         cdef ClientConnection client = ex.conn
+        cdef TargetPool pool = self.pool
         self.conn = conn
         conn.owner = self
-        pool = self.pool
         ex.upstream_name = self.upstream.name
         ex.upstream_target = pool.label
-        conn.parser.start(head.method == b"HEAD")
+        (<ResponseParser?>conn.parser).start(head.method == b"HEAD")
         prefixes = self.upstream.prefixes
-        line = (head.method + b" " + (prefixes.get(pool, b"") if prefixes else b"") + self.path
-                + b" HTTP/1.1\r\n")
-        if self.target.preserve_host and head.host:
-            self._up_send((line, self.head_block, b"\r\n"))
-        else:
-            self._up_send((line, self.head_block, pool.host_header))
-        self.sent_at = _monotonic()
+        line = _request_line(head.method, prefixes.get(pool, b"") if prefixes else b"",
+                             self.path)
+        drop = ex.route.drop_request_headers
+        if ex.req_drop is not None:
+            drop = drop | ex.req_drop
+        tail = self.head_tail
+        # the head ends with the chosen target's Host line (and the blank line)
+        tail.append(b"\r\n" if self.target.preserve_host and head.host else pool.host_header)
+        self._up_send((join_head(line, head.headers, drop, head.connection_tokens, tail),))
+        tail.pop()
+        self.sent_at = _mono()
         ex.conn.up_deadline = self.sent_at + self.read_timeout
         self.attached = True
         body = ex.request_body
@@ -268,12 +269,15 @@ cdef class UpstreamCall:
         return 0
 
     cpdef flush_up(self):
-        buf = self.up_wbuf
+        cdef list buf = self.up_wbuf
         if buf is not None:
             self.up_wbuf = None
             conn = self.conn
             if conn is not None and not conn.closed:
-                conn.transport.writelines(buf)
+                if len(buf) == 1:
+                    conn.transport.write(buf[0])
+                else:
+                    conn.transport.writelines(buf)
 
     # ------------------------------------------------------------------ client side events
     cpdef cancel(self):
@@ -305,7 +309,7 @@ cdef class UpstreamCall:
     # ------------------------------------------------------------------ upstream events
     cpdef on_upstream_response(self, UpstreamConnection conn, ResponseHead head):
         cdef Exchange ex = self.ex
-        now = _monotonic()
+        now = _mono()
         ex.upstream_duration = now - self.sent_at
         ex.conn.up_deadline = now + self.read_timeout
         if head.status == 101:
@@ -320,7 +324,7 @@ cdef class UpstreamCall:
     cpdef on_upstream_body(self, data):
         cdef Exchange ex = self.ex
         ex.send_body(data)
-        ex.conn.up_deadline = _monotonic() + self.read_timeout
+        ex.conn.up_deadline = _mono() + self.read_timeout
 
     cpdef read_done(self):
         """End of one upstream read: what it brought leaves in one write."""
@@ -332,7 +336,8 @@ cdef class UpstreamCall:
         cdef Exchange ex = self.ex
         self.conn = None
         ex.conn.up_deadline = 0.0
-        reusable = ex.body_done and self.resp_keepalive and conn.parser.buffered == 0
+        reusable = (ex.body_done and self.resp_keepalive
+                    and (<ResponseParser?>conn.parser)._unconsumed() == 0)
         self.pool.release(conn, reusable)
         ex.send_end()
 
@@ -395,6 +400,23 @@ cdef class UpstreamCall:
         leftover = conn.parser.take_buffered()
         conn.parser = _RawRelay(client)
         ex.start_tunnel(b"".join(parts), _PeerTransport(conn), leftover)
+
+
+cdef bytes _request_line(bytes method, bytes prefix, bytes path):
+    """method SP prefix path SP HTTP/1.1 CRLF, in one allocation."""
+    cdef Py_ssize_t lm = len(method), lp = len(prefix), lpath = len(path)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, lm + 1 + lp + lpath + 11)
+    cdef char* o = PyBytes_AS_STRING(out)
+    memcpy(o, PyBytes_AS_STRING(method), lm)
+    o += lm
+    o[0] = 32
+    o += 1
+    memcpy(o, PyBytes_AS_STRING(prefix), lp)
+    o += lp
+    memcpy(o, PyBytes_AS_STRING(path), lpath)
+    o += lpath
+    memcpy(o, b" HTTP/1.1\r\n", 11)
+    return out
 
 
 class _PeerTransport:

@@ -117,6 +117,7 @@ cdef class _HttpParser:
     cdef int _first_line(self, const unsigned char* s, Py_ssize_t n) except -1
     cdef int _head_done(self) except -1
     cdef int _message_done(self) except -1
+    cpdef feed(self, data)
 
 
 @cython.final
@@ -125,6 +126,7 @@ cdef class RequestParser(_HttpParser):
     cdef object _on_request_complete
     cdef RequestHead _head
     cdef bytes _target_host
+    cpdef resume(self)
 
 
 @cython.final
@@ -134,3 +136,9 @@ cdef class ResponseParser(_HttpParser):
     cdef object _on_response_complete
     cdef ResponseHead _head
     cdef bint _head_request
+    cpdef start(self, bint head_request)
+
+
+# A header's value (``every``: all its values, as a list) in a parsed head's (name, value)
+# list; ``lname`` is a lower-case name (bytes or str).
+cdef object _find(list headers, object lname, object default, bint every)

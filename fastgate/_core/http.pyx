@@ -934,7 +934,7 @@ cdef class _HttpParser:
         raise NotImplementedError
 
     # ------------------------------------------------------------- shared Python API
-    def feed(self, data):
+    cpdef feed(self, data):
         """Parse ``data`` (bytes-like); callbacks fire as events complete."""
         cdef Py_buffer view
         if PyBytes_CheckExact(data):
@@ -1146,7 +1146,7 @@ cdef class RequestParser(_HttpParser):
             self._on_request_complete()
         return 0
 
-    def resume(self):
+    cpdef resume(self):
         """Continue with buffered bytes after on_request_complete (may fire callbacks)."""
         if self._error is not None:
             raise self._error
@@ -1213,7 +1213,7 @@ cdef class ResponseParser(_HttpParser):
         self._head_request = False
         self._reset_head()
 
-    def start(self, head_request):
+    cpdef start(self, bint head_request):
         """Arm for the next response; ``head_request``: it answers a HEAD (no body)."""
         if self._error is not None:
             raise self._error
@@ -1226,7 +1226,7 @@ cdef class ResponseParser(_HttpParser):
                                     "upstream sent bytes that answer no request")
             self._state = S_DEAD
             raise self._error
-        self._head_request = bool(head_request)
+        self._head_request = head_request
         self._reset_head()
         self._state = S_FIRST_LINE
         self._paused = False
