@@ -171,6 +171,8 @@ cdef class TargetPool:
 
 cdef class UpstreamTarget:
     cdef public object upstream
+    cdef public object upstream_name
+    cdef public dict prefixes
     cdef public object strip_prefix
     cdef public object rewrite_parts
     cdef public bint preserve_host

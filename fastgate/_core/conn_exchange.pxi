@@ -36,8 +36,8 @@ cdef class Exchange(ResponseSide):
         self.client_port = conn.client_port
         self.tls = conn.tls
         self.peer_cert = conn.peer_cert
-        self.request_id_b = request_id_b_from(h.get(b"x-request-id") if h is not None
-                                              else None)
+        self.request_id_b = request_id_b_from(
+            _find(h.headers, b"x-request-id", None, False) if h is not None else None)
         self.consumer_groups = ()
         self.upstream_headers = []
         self.response_headers = []

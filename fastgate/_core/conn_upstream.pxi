@@ -28,6 +28,10 @@ cdef class UpstreamTarget:
 
     def __init__(self, route_cfg, upstream):
         self.upstream = upstream
+        # read per request: the upstream's name and its targets' base paths (both settled
+        # when the snapshot is compiled, before its routes' targets are made)
+        self.upstream_name = upstream.name
+        self.prefixes = upstream.prefixes
         self.strip_prefix = (route_cfg.strip_prefix.rstrip("/").encode()
                              if route_cfg.strip_prefix else None)
         self.rewrite_parts = _rewrite_parts(route_cfg.rewrite) if route_cfg.rewrite else None
@@ -73,6 +77,7 @@ cdef class UpstreamCall:
         # waiting (the connect task), cancelled.
         cdef RequestHead head = <RequestHead>ex.head
         cdef list headers = head.headers
+        cdef list tail
         self.target = target
         self.ex = ex
         self.upstream = target.upstream
@@ -100,12 +105,20 @@ cdef class UpstreamCall:
                 b"\r\nx-forwarded-proto: http\r\n"]
         host = head.host
         if host:
-            tail += (b"x-forwarded-host: ", host, b"\r\n")
+            tail.append(b"x-forwarded-host: ")
+            tail.append(host)
+            tail.append(b"\r\n")
             if target.preserve_host:
-                tail += (b"host: ", host, b"\r\n")
+                tail.append(b"host: ")
+                tail.append(host)
+                tail.append(b"\r\n")
         # else: the chosen target's Host line is added per try (_attach)
         ex.traceparent_b = tp = traceparent_b_from(_find(headers, b"traceparent", None, False))
-        tail += (b"x-request-id: ", ex.request_id_b, b"\r\ntraceparent: ", tp, b"\r\n")
+        tail.append(b"x-request-id: ")
+        tail.append(ex.request_id_b)
+        tail.append(b"\r\ntraceparent: ")
+        tail.append(tp)
+        tail.append(b"\r\n")
         if ex.upstream_headers:
             tail.append(header_lines(ex.upstream_headers))
         if head.upgrade is not None and _is_websocket(head.upgrade):
@@ -200,10 +213,10 @@ cdef class UpstreamCall:
         cdef TargetPool pool = self.pool
         self.conn = conn
         conn.owner = self
-        ex.upstream_name = self.upstream.name
+        ex.upstream_name = self.target.upstream_name
         ex.upstream_target = pool.label
         (<ResponseParser?>conn.parser).start(head.method == b"HEAD")
-        prefixes = self.upstream.prefixes
+        prefixes = self.target.prefixes
         line = _request_line(head.method, prefixes.get(pool, b"") if prefixes else b"",
                              self.path)
         drop = ex.route.drop_request_headers
