@@ -115,17 +115,23 @@ cdef bytes request_id_b_from(object value):
     return _new_id_b()
 
 
+cdef object _as_bytes(value):
+    """A header value a Python caller gave as str, as the parser's bytes; None when it
+    cannot be a valid value at all (a character past latin-1)."""
+    if value is None or type(value) is bytes:
+        return value
+    try:
+        return str(value).encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
 cpdef str request_id_from(value):
     """The client's X-Request-ID when it is 1-128 chars of [A-Za-z0-9._:-], else a new id.
 
     ``value`` is the raw header value (bytes or str) or None when the header is absent.
     """
-    if value is not None and type(value) is not bytes:
-        try:
-            value = str(value).encode("ascii")
-        except UnicodeEncodeError:
-            value = None
-    return request_id_b_from(value).decode("ascii")
+    return request_id_b_from(_as_bytes(value)).decode("ascii")
 
 
 cdef inline bint _hex_run(const unsigned char* p, Py_ssize_t n, bint nonzero) noexcept:
@@ -186,12 +192,7 @@ cdef bytes traceparent_b_from(object value):
 cpdef str traceparent_from(value):
     """The traceparent to send upstream for this request (see traceparent_b_from); ``value``
     is the raw header value, bytes or str, or None."""
-    if value is not None and type(value) is not bytes:
-        try:
-            value = str(value).encode("latin-1")
-        except UnicodeEncodeError:
-            value = None
-    return traceparent_b_from(value).decode("ascii")
+    return traceparent_b_from(_as_bytes(value)).decode("ascii")
 
 
 def trace_id_of(str traceparent):

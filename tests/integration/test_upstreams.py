@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import threading
@@ -268,3 +269,50 @@ def test_stale_pooled_connection_is_retried_for_idempotent_requests(gateway_fact
                 time.sleep(0.1)  # the pooled connection is closed by now
     finally:
         stop()
+
+
+def test_the_upstream_head_is_exactly_what_the_client_sent_plus_the_gateway_lines(
+        gateway_factory):
+    """Byte for byte, what the upstream gets for a GET and a POST: the request line, the
+    client's end-to-end headers in their order, X-Forwarded-*, X-Request-ID, traceparent,
+    the framing and the target's Host, each line ending in CRLF (a lenient upstream would
+    hide a bare CR or LF)."""
+    heads = []
+
+    async def handler(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                heads.append(head)
+                n = int(re.search(rb"content-length: (\d+)", head).group(1)) \
+                    if b"content-length" in head else 0
+                await reader.readexactly(n)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    port, stop = raw_server(handler)
+    try:
+        gw = gateway_factory(simple_config(port))
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+            s.sendall(b"GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: api.example\r\nUser-Agent: t/1\r\n"
+                      b"X-Request-ID: abc-123\r\nAccept: */*\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+            s.sendall(b"POST /p HTTP/1.1\r\nHost: api.example\r\nContent-Length: 3\r\n"
+                      b"X-Forwarded-For: 10.0.0.9\r\n\r\nabc")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        stop()
+    tp = rb"traceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-01\r\n"
+    host = b"host: 127.0.0.1:%d\r\n\r\n" % port
+    assert re.fullmatch(
+        rb"GET /a/b\?x=1&y=2 HTTP/1\.1\r\nuser-agent: t/1\r\naccept: \*/\*\r\n"
+        rb"x-forwarded-for: 127\.0\.0\.1\r\nx-forwarded-proto: http\r\n"
+        rb"x-forwarded-host: api\.example\r\nx-request-id: abc-123\r\n" + tp
+        + re.escape(host), heads[0]), heads[0]
+    assert re.fullmatch(
+        rb"POST /p HTTP/1\.1\r\nx-forwarded-for: 10\.0\.0\.9, 127\.0\.0\.1\r\n"
+        rb"x-forwarded-proto: http\r\nx-forwarded-host: api\.example\r\n"
+        rb"x-request-id: [0-9a-f]{32}\r\n" + tp + rb"content-length: 3\r\n"
+        + re.escape(host), heads[1]), heads[1]

@@ -110,3 +110,13 @@ def test_any_input_gives_valid_output(value):
     assert TP.fullmatch(out)
     rid = request_id_from(value)
     assert 1 <= len(rid) <= 128 and re.fullmatch(r"[A-Za-z0-9._:-]+", rid)
+
+
+def test_trailing_blanks_are_tolerated_too():
+    assert trace_id_of(traceparent_from(f"00-{TRACE}-{PARENT}-01 \t".encode())) == TRACE
+    assert trace_id_of(traceparent_from(f" 00-{TRACE}-{PARENT}-01 ")) == TRACE   # str
+
+
+def test_a_traceparent_with_upper_case_hex_starts_a_new_trace():
+    out = traceparent_from(f"00-{TRACE.upper()}-{PARENT}-01".encode())
+    assert TP.fullmatch(out) and trace_id_of(out) != TRACE

@@ -132,6 +132,21 @@ def test_status_codes_are_strings_and_bounded():
     assert codes == {"200": 1, "599": 1, "100": 1, "other": 4}
 
 
+def test_every_method_and_code_pair_is_counted_past_the_compiled_slots():
+    """A route keeps 32 (method, code) counters in C; the pairs past those are counted in a
+    dict, and every one of them comes out exact."""
+    m = Metrics()
+    pairs = [(meth, code) for meth in ("GET", "POST", "PUT", "DELETE")
+             for code in range(200, 215)]            # 60 pairs
+    for i, (meth, code) in enumerate(pairs):
+        for _ in range(i % 3 + 1):
+            m.request_done("r", meth, code, 0.001, 10, 20, None, None)
+    assert m.routes["r"].codes == {p: i % 3 + 1 for i, p in enumerate(pairs)}
+    smp = samples(render(m.snapshot()))
+    assert smp[("fastgate_bytes_received_total", frozenset({("route", "r")}))] == 10 * sum(
+        i % 3 + 1 for i in range(len(pairs)))
+
+
 def test_all_standard_methods_keep_their_label():
     m = Metrics()
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"]
