@@ -41,6 +41,9 @@ cdef class TakeResult:
     cdef readonly double reset_s         # seconds until that bucket is full again
     cdef readonly double retry_after_s   # 0 when allowed; inf when cost exceeds the burst
 
+    cdef bytes _remaining_b(self)
+    cdef bytes _reset_b(self)
+
 
 cdef class BucketPlan:
     cdef readonly int n
@@ -64,3 +67,5 @@ cdef class TokenBucketTable:
     cdef int _run(self, int n, const char **kp, Py_ssize_t *kl, const double *rate_ns,
                   const double *rate_s, const double *burst, const double *consume,
                   const double *need, int64_t now, bint force, TakeResult r) except -1
+    cdef int _take(self, tuple keys, BucketPlan plan, double cost, int64_t now_ns,
+                   TakeResult r) except -1

@@ -34,7 +34,8 @@ section (a few dozen nanoseconds, no Python code runs there) the others notice t
 after about a millisecond of waiting and take the lock over.
 """
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, \
+    PyBytes_FromStringAndSize
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdint cimport uint32_t, uint64_t, int64_t, INT64_MAX
 from libc.math cimport INFINITY, ceil
@@ -219,25 +220,46 @@ cdef inline bint _finite_pos(double x) noexcept:
 cdef tuple _SMALL_INTS = tuple([b"%d" % i for i in range(4096)])
 
 
-cdef inline bytes _int_bytes(double v):
+cdef bytes _int_bytes(double v):
+    """``b"%d" % int(v)``, written here: header figures are made per request."""
     cdef long long n = <long long>v
+    cdef char buf[24]
+    cdef int i = 24
+    cdef bint neg = n < 0
+    cdef unsigned long long u
     if 0 <= n < 4096:
         return <bytes>PyTuple_GET_ITEM(_SMALL_INTS, n)
-    return b"%d" % n
+    u = <unsigned long long>(-(n + 1)) + 1 if neg else <unsigned long long>n
+    while True:
+        i -= 1
+        buf[i] = <char>(48 + u % 10)
+        u //= 10
+        if u == 0:
+            break
+    if neg:
+        i -= 1
+        buf[i] = 45
+    return PyBytes_FromStringAndSize(buf + i, 24 - i)
 
 
 @cython.final
 @cython.freelist(32)
 cdef class TakeResult:
+    cdef bytes _remaining_b(self):
+        return _int_bytes(self.remaining if self.remaining < 9.0e18 else 9.0e18)
+
+    cdef bytes _reset_b(self):
+        return _int_bytes(ceil(self.reset_s) if self.reset_s < 9.0e18 else 9.0e18)
+
     @property
     def remaining_b(self):
         """Whole tokens left, as ASCII bytes (RateLimit-Remaining)."""
-        return _int_bytes(self.remaining if self.remaining < 9.0e18 else 9.0e18)
+        return self._remaining_b()
 
     @property
     def reset_b(self):
         """Seconds until full, rounded up, as ASCII bytes (RateLimit-Reset)."""
-        return _int_bytes(ceil(self.reset_s) if self.reset_s < 9.0e18 else 9.0e18)
+        return self._reset_b()
 
     @property
     def retry_after_b(self):
@@ -615,6 +637,13 @@ cdef class TokenBucketTable:
 
         Keys must be distinct. The TakeResult's ``index`` says which entry the figures are for.
         """
+        cdef TakeResult r = TakeResult.__new__(TakeResult)
+        self._take(keys, plan, cost, now_ns, r)
+        return r
+
+    cdef int _take(self, tuple keys, BucketPlan plan, double cost, int64_t now_ns,
+                   TakeResult r) except -1:
+        """take_all() into ``r`` (compiled callers: fastgate/_core/limitcore.pyx)."""
         cdef int n = plan.n
         cdef Py_ssize_t nk = PyTuple_GET_SIZE(keys)
         if nk != n:
@@ -635,12 +664,10 @@ cdef class TokenBucketTable:
             kl[i] = PyBytes_GET_SIZE(k)
             consume[i] = cost * plan.cost_scale[i]
             need[i] = consume[i] if consume[i] > plan.min_need[i] else plan.min_need[i]
-        cdef TakeResult r = TakeResult.__new__(TakeResult)
         if now_ns < 0:
             now_ns = fg_now_ns()
-        self._run(n, kp, kl, plan.rate_per_ns, plan.rate_per_s, plan.burst, consume, need,
-                  now_ns, False, r)
-        return r
+        return self._run(n, kp, kl, plan.rate_per_ns, plan.rate_per_s, plan.burst, consume, need,
+                         now_ns, False, r)
 
     def stats(self, int64_t now_ns=-1):
         """Occupancy, for tests and diagnostics (scans the table: not for the request path)."""

@@ -114,8 +114,14 @@ cdef class Exchange(ResponseSide):
         cdef Py_ssize_t n
         n = len(policies)
         while i < n:
+            p = policies[i]
             try:
-                result = policies[i](self, self.request_body) if with_body else policies[i](self)
+                if with_body:
+                    result = p(self, self.request_body)
+                elif isinstance(p, PhaseFn):
+                    result = (<PhaseFn>p).run(self)      # compiled: no Python call
+                else:
+                    result = p(self)
             except Exception as exc:
                 self.internal_error(exc)
                 return False

@@ -38,3 +38,9 @@ cdef class GatewayCore:
     # what the log phase reads of them, taken when they are set
     cdef readonly dict metric_routes
     cdef readonly bint access_log_on
+
+
+cdef class PhaseFn:
+    """A policy phase compiled to C (auth with a cached token, a local rate limit): the
+    exchange calls ``run`` through the vtable; Python callers call the object."""
+    cdef object run(self, object ctx)

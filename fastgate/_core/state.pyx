@@ -60,3 +60,17 @@ cdef class GatewayCore:
     def access_log(self, access_log):
         self._access_log = access_log
         self.access_log_on = access_log is not None and bool(access_log.enabled)
+
+
+cdef class PhaseFn:
+    """Base of a compiled policy phase. A policy offers one in its ``compiled`` dict
+    (phase name -> PhaseFn) when it can do that phase in C for its config; the snapshot then
+    puts it in the route's phase tuple instead of the bound method. It must answer exactly as
+    the method would (it usually handles the common case itself and calls the method for
+    every other)."""
+
+    cdef object run(self, object ctx):
+        raise NotImplementedError
+
+    def __call__(self, ctx):
+        return self.run(ctx)

@@ -38,6 +38,15 @@ PHASES = (("access", "access"), ("request_chunk", "chunk"), ("request_body", "bo
           ("response", "response"), ("response_body", "response_body"), ("log", "log"))
 
 
+def phase_callable(policy, method: str):
+    """What a route runs for ``method`` of ``policy`` (None when it has no such phase): the
+    compiled phase the policy offers in its ``compiled`` dict (a fastgate._core.state.PhaseFn
+    that answers as the method does, without a Python call), else the method itself."""
+    compiled = getattr(policy, "compiled", None)
+    fn = compiled.get(method) if compiled else None
+    return fn if fn is not None else getattr(policy, method, None)
+
+
 def upstream_ssl_context(up_cfg) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=getattr(up_cfg, "ca_file", None))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -117,7 +126,7 @@ def compile_snapshot(config, services, pools, generation: int = 0) -> Snapshot:
             if policy is None:
                 continue
             for method, slot in PHASES:
-                fn = getattr(policy, method, None)
+                fn = phase_callable(policy, method)
                 if fn is not None:
                     phases[slot].append(fn)
             # Headers a policy sets itself must not also pass through as the client or

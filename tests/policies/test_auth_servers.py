@@ -484,8 +484,10 @@ class Harness:
     async def decide(self, headers=(), route=None, **kw):
         """(result, ctx): None (let in) or a Reject, after awaiting when the policy waits."""
         from fastgate.policies.base import Reject
+        from fastgate.config.compile import phase_callable
         ctx = ctx_for(headers, **kw)
-        r = (self.policies[route] if route else self.policy).access(ctx)
+        # what a route runs: the compiled phase when the policy offers one
+        r = phase_callable(self.policies[route] if route else self.policy, "access")(ctx)
         if r is not None and not isinstance(r, Reject):
             r = await r
         return r, ctx

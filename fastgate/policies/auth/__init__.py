@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import re
 
+from fastgate._core.authcore import ConsumerInfo, JwtAccess
 from fastgate.policies.base import Reject
 from fastgate.policies.subscription import approved
 
@@ -74,19 +75,6 @@ _KINDS = {
 # Kept across reloads when their settings are equal (they hold keys, caches, connections).
 _STATEFUL = ("jwt", "introspection")
 KIND = "auth"     # their kind in the process state (fastgate.server.state)
-
-
-class ConsumerInfo:
-    __slots__ = ("name", "groups", "group_set", "headers")
-
-    def __init__(self, c):
-        self.name = c.name
-        self.groups = tuple(c.groups)
-        self.group_set = frozenset(c.groups)
-        h = [(b"x-consumer-name", c.name.encode())]
-        if c.groups:
-            h.append((b"x-consumer-groups", ",".join(c.groups).encode()))
-        self.headers = tuple(h)
 
 
 def consumer_lookups(config) -> tuple:
@@ -187,7 +175,7 @@ class AuthPolicy:
     name = "auth"
     __slots__ = ("route_name", "authenticators", "chain", "lookups", "scopes", "groups", "mfa",
                  "acr_values", "metrics", "rejects", "strip_request_headers", "cfg",
-                 "_missing", "route_keys")
+                 "_missing", "route_keys", "compiled")
 
     def __init__(self, route_cfg, authenticators, lookups, metrics, route_keys=None):
         ra = route_cfg.auth
@@ -212,6 +200,10 @@ class AuthPolicy:
             strip |= a.strip_headers
         self.strip_request_headers = frozenset(strip)
         self._missing = self._reject(F_MISSING)
+        # One jwt authenticator (the usual route): a repeated token is granted in C.
+        self.compiled = None
+        if len(self.authenticators) == 1 and self.authenticators[0].kind == "jwt":
+            self.compiled = {"access": JwtAccess(self, self.authenticators[0])}
 
     def _reject(self, fail: Fail) -> Reject:
         r = self.rejects.get(fail)

@@ -13,6 +13,8 @@ from itertools import islice
 
 import orjson
 
+from fastgate._core.authcore import Verified  # noqa: F401 (re-exported)
+
 # How a Verified names its principal, i.e. which consumer map the policy looks it up in.
 BY_SUBJECT = 0   # consumer_claim value of a token or introspection answer -> jwt_subjects
 BY_KEY = 1       # "sha256:<hex>" of an API key -> api_keys
@@ -29,24 +31,8 @@ MAX_HEADER_VALUE = 8192
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class Verified:
-    """An authenticated principal (cacheable: nothing request-specific in it)."""
-
-    __slots__ = ("kind", "subject", "claims", "scopes", "mfa", "acr", "forward", "expires")
-
-    def __init__(self, kind: int, subject, claims=None, scopes=frozenset(), mfa=False,
-                 acr=None, forward=(), expires=float("inf")):
-        self.kind = kind
-        self.subject = subject          # str or None (no consumer_claim in the token)
-        self.claims = claims            # dict (read-only by convention) or None
-        self.scopes = scopes            # frozenset[str]
-        self.mfa = mfa                  # amr shows a second factor
-        self.acr = acr                  # str or None
-        self.forward = forward          # tuple of (lower-case name bytes, value bytes)
-        self.expires = expires          # wall-clock time after which it must be re-checked
-
-    def __repr__(self):
-        return f"Verified({self.kind}, {self.subject!r})"
+# Verified (an authenticated principal: cacheable, nothing request-specific in it) is
+# compiled with the policy's fast path: fastgate/_core/authcore.pyx.
 
 
 class Fail:

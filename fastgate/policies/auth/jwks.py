@@ -156,10 +156,13 @@ def parse_jwks(data: bytes) -> KeySet:
 
 
 class _Source:
-    """Common shape of key sources. ``keys`` is None until the first successful load."""
+    """Common shape of key sources. ``keys`` is None until the first successful load.
+    ``maybe_refresh(mono)`` does nothing before the monotonic time ``refresh_due`` (the
+    compiled auth path, fastgate/_core/authcore.pyx, reads it to skip the call)."""
 
     keys: KeySet | None = None
     fetches = 0          # attempts so far (tests assert the IdP is not hammered)
+    refresh_due = float("inf")
 
     def __init__(self, on_change=None):
         self.on_change = on_change
@@ -192,13 +195,13 @@ class JwksFileSource(_Source):
         self.path = path
         self.refresh_s = refresh_s
         self.stamp = None
-        self.next_check = 0.0
+        self.refresh_due = 0.0
         self.last_kid_check = -1e18
         self._load(time.monotonic(), initial=True)
 
     def _load(self, mono: float, initial=False) -> bool:
         """Re-read when the file changed. True when new keys were installed."""
-        self.next_check = mono + self.refresh_s
+        self.refresh_due = mono + self.refresh_s
         try:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -219,7 +222,7 @@ class JwksFileSource(_Source):
         return True
 
     def maybe_refresh(self, mono: float) -> None:
-        if mono >= self.next_check:
+        if mono >= self.refresh_due:
             self._load(mono)
 
     def refresh_for_kid(self, mono: float):
@@ -238,7 +241,7 @@ class JwksUrlSource(_Source):
         self.timeout_s = timeout_s
         self.client = HttpClient(url, max_idle=1, max_body=MAX_JWKS_BYTES)
         self.task: asyncio.Task | None = None
-        self.next_refresh = 0.0
+        self.refresh_due = 0.0
         self.last_kid_fetch = -1e18
         self.last_attempt = -1e18
         self.last_error: str | None = None
@@ -269,18 +272,18 @@ class JwksUrlSource(_Source):
         except (HttpClientError, ValueError) as exc:
             self.last_error = str(exc)
             log.warning("JWKS %s: fetch failed (%s); keeping the previous keys", self.url, exc)
-            self.next_refresh = time.monotonic() + min(self.refresh_s, FAILED_RETRY_S)
+            self.refresh_due = time.monotonic() + min(self.refresh_s, FAILED_RETRY_S)
             return False
         finally:
             self.task = None
         self.last_error = None
-        self.next_refresh = time.monotonic() + self.refresh_s
+        self.refresh_due = time.monotonic() + self.refresh_s
         self._install(ks)
         return True
 
     def maybe_refresh(self, mono: float) -> None:
-        if mono >= self.next_refresh and self.task is None:
-            self.next_refresh = mono + self.refresh_s   # one background fetch per period
+        if mono >= self.refresh_due and self.task is None:
+            self.refresh_due = mono + self.refresh_s   # one background fetch per period
             self._start(mono)
 
     def refresh_for_kid(self, mono: float):

@@ -35,6 +35,8 @@ import time
 
 from jwt.algorithms import get_default_algorithms
 
+from fastgate._core.authcore import TokenMemo
+
 from .common import (
     BY_SUBJECT, F_ALG, F_AUDIENCE, F_CLAIMS, F_CRIT, F_EXPIRED, F_IDP, F_ISSUER, F_KEY_ALG,
     F_MALFORMED, F_MULTIPLE, F_NO_EXP, F_NOT_YET, F_SIGNATURE, F_UNKNOWN_KID, Fail, Verified,
@@ -74,6 +76,7 @@ class JwtAuthenticator:
         self.forward = compile_forward(cfg.forward_claims)
         self.strip_headers = frozenset(name for _, name in self.forward)
         self.cache: dict[bytes, Verified] = {}
+        self.memo = TokenMemo()                    # in front of cache (fastgate/_core/authcore)
         self.negative: dict[bytes, tuple] = {}     # value -> (Fail, until)
         self.secret = cfg.secret.encode() if cfg.secret is not None else None
         self.verifications = 0                     # signature checks done (tests, benchmarks)
@@ -86,6 +89,7 @@ class JwtAuthenticator:
 
     def flush(self):
         self.cache.clear()
+        self.memo.clear()
         self.negative.clear()
 
     def warm(self):

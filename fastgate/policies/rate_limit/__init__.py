@@ -41,22 +41,14 @@ from __future__ import annotations
 import asyncio
 import math
 
-import orjson
-
 from fastgate._core.buckets import MAX_KEYS, BucketPlan, TokenBucketTable
+from fastgate._core.limitcore import H_LIMIT, H_REMAINING, H_RESET, KeyBy, LocalLimitAccess
 from fastgate.policies.base import Reject
 from fastgate.policies.rate_limit_hooks import cluster_limiter, table_slots
 
 from .cluster import DENY, OK, TOKEN_RECHECK_S, WAIT
 
-H_LIMIT = b"ratelimit-limit"
-H_REMAINING = b"ratelimit-remaining"
-H_RESET = b"ratelimit-reset"
 H_RETRY_AFTER = b"retry-after"
-
-K_CONSUMER, K_IP, K_ROUTE, K_HEADER, K_CLAIM = range(5)
-_KINDS = {"consumer": K_CONSUMER, "ip": K_IP, "route": K_ROUTE, "header": K_HEADER,
-          "claim": K_CLAIM}
 
 WAIT_ROUNDS = 4      # lease fetches one request may wait for, within its deadline
 MAX_AI_TOKENS = 1e12  # sanity bound on one reservation or count (a client's max_tokens)
@@ -66,56 +58,6 @@ _NUMS = tuple(b"%d" % i for i in range(4096))   # header values without formatti
 
 def _num(x: int) -> bytes:
     return _NUMS[x] if 0 <= x < 4096 else b"%d" % x
-
-
-def _claim_bytes(v) -> bytes:
-    if isinstance(v, str):
-        return v.encode("utf-8", "surrogatepass")
-    if isinstance(v, (bool, int, float)):
-        return str(v).encode()
-    try:
-        return orjson.dumps(v, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return repr(v).encode("utf-8", "surrogatepass")
-
-
-class KeyBy:
-    """The key a request counts under for ``by`` (rate limits here, budgets in
-    fastgate.policies.budget): ``ident`` names the counter family (route, position, by), so
-    two families never share a key; the value, or the client IP in keys of their own when
-    the request lacks it."""
-
-    __slots__ = ("kind", "name", "name_b", "prefix", "fallback")
-
-    def __init__(self, ident: bytes, by_kind: str, by_name):
-        self.kind = _KINDS[by_kind]
-        self.name = by_name
-        self.name_b = by_name.encode("latin-1") if by_name else None
-        self.prefix = ident + b"\x00"
-        self.fallback = ident + b"\x01ip\x00"    # never equal to a prefix + value key
-
-    def key(self, ctx) -> bytes:
-        kind = self.kind
-        if kind == K_IP:
-            return self.prefix + (ctx.client_ip or "").encode()
-        if kind == K_CONSUMER:
-            c = ctx.consumer
-            if c:
-                return self.prefix + c.encode("utf-8", "surrogatepass")
-        elif kind == K_ROUTE:
-            return self.prefix
-        elif kind == K_HEADER:
-            head = ctx.head
-            v = head.get(self.name_b) if head is not None else None
-            if v:
-                return self.prefix + v
-        else:
-            claims = ctx.claims
-            if claims:
-                v = claims.get(self.name)
-                if v is not None and v != "":
-                    return self.prefix + _claim_bytes(v)
-        return self.fallback + (ctx.client_ip or "").encode()
 
 
 class Limit(KeyBy):
@@ -159,7 +101,7 @@ class RateLimitPolicy:
     name = "rate_limit"
 
     __slots__ = ("route_name", "services", "table", "limiter", "local", "groups", "cluster",
-                 "limits", "single", "token_limits")
+                 "limits", "single", "token_limits", "compiled")
 
     def __init__(self, route_name: str, limits: list[Limit], services):
         self.route_name = route_name
@@ -189,6 +131,8 @@ class RateLimitPolicy:
             self.limiter = cluster_limiter(services)
         if self.cluster and self.limiter is None:
             raise ValueError(f"route {route_name!r}: scope: cluster rate limits need redis")
+        # One local limit (the usual route): admitted in C, refused through _deny.
+        self.compiled = {"access": LocalLimitAccess(self)} if self.single is not None else None
 
     # ------------------------------------------------------------------ access phase
     def access(self, ctx):
