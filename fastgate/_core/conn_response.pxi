@@ -381,8 +381,8 @@ cpdef record(GatewayCore gateway, RequestContext ctx):
                  (<RequestHead>head).method if head is not None else b"OTHER", ctx.status,
                  now - ctx.start, ctx.bytes_in, ctx.bytes_out, ctx.upstream_name,
                  ctx.upstream_duration)
-    if ctx.consumer is not None:
-        gateway.metrics.consumer_request(ctx.consumer, ctx.route_name, _wall())
+    if ctx.consumer is not None and gateway.usage_requests is not None:
+        count_usage(gateway.usage_requests, ctx.consumer, ctx.route_name, _wall())
     if gateway.access_log_on:
         access_log = gateway.access_log
         access_log.log(access_log.entry(ctx, now))

@@ -37,6 +37,7 @@ cdef class GatewayCore:
     cdef object _access_log
     # what the log phase reads of them, taken when they are set
     cdef readonly dict metric_routes
+    cdef readonly dict usage_requests
     cdef readonly bint access_log_on
 
 

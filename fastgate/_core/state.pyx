@@ -51,6 +51,7 @@ cdef class GatewayCore:
     def metrics(self, metrics):
         self._metrics = metrics
         self.metric_routes = metrics.routes if metrics is not None else None
+        self.usage_requests = getattr(metrics, "usage_requests", None)
 
     @property
     def access_log(self):

@@ -30,3 +30,6 @@ cdef class Hist:
 
 cpdef request_done(dict routes, route, method, int code, double duration_s,
                    long long bytes_in, long long bytes_out, upstream, upstream_duration_s)
+
+
+cpdef count_usage(dict usage, consumer, route, double now)

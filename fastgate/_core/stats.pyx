@@ -9,6 +9,9 @@ operations. The scrape side reads them as Python values (``codes``, ``hist``, ``
 answer to a 30 s LLM call. Counts are per bucket (not cumulative); the last slot counts values
 above 30 s (+Inf only).
 """
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
+from libc.math cimport floor, fmod
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
            0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -79,6 +82,23 @@ cdef class Hist:
     @property
     def counts(self):
         return [self._counts[i] for i in range(_NB)]
+
+
+cpdef count_usage(dict usage, consumer, route, double now):
+    """One request of a known consumer, counted in ``usage`` under (consumer, route, UTC
+    day) (``Metrics.usage_requests``; the log phase calls this from C)."""
+    # int(now // 86400), as Python's float floor division computes it
+    cdef double mod = fmod(now, 86400.0)
+    if mod != 0.0 and mod < 0.0:
+        mod += 86400.0
+    cdef double div = (now - mod) / 86400.0
+    cdef double fd = floor(div)
+    if div - fd > 0.5:
+        fd += 1.0
+    cdef long long day = <long long>fd
+    key = (consumer, route, day)
+    cdef PyObject *n = PyDict_GetItem(usage, key)
+    usage[key] = 1 if n == NULL else <object>n + 1
 
 
 cpdef request_done(dict routes, route, method, int code, double duration_s,

@@ -13,7 +13,7 @@ outside 100-599 count as ``"other"``.
 """
 from __future__ import annotations
 
-from fastgate._core.stats import BUCKETS, RouteStats, request_done as _request_done
+from fastgate._core.stats import BUCKETS, RouteStats, count_usage, request_done as _request_done
 
 __all__ = [
     "Metrics", "merge_snapshots", "render", "BUCKETS", "NO_ROUTE", "SNAPSHOT_VERSION",
@@ -39,7 +39,7 @@ class Metrics:
 
     __slots__ = ("_routes", "_auth_failures", "_rate_limited", "_waf_blocked",
                  "_connections", "_upstream_healthy", "_ai_tokens", "_ai_cost", "_reloads",
-                 "config_version", "_usage_requests", "_usage_ai", "_overload_shed",
+                 "config_version", "usage_requests", "_usage_ai", "_overload_shed",
                  "_overload_gauges")
 
     def __init__(self):
@@ -53,8 +53,10 @@ class Metrics:
         self._ai_cost: dict[tuple[str, str], float] = {}
         self._reloads = {RELOAD_OK: 0, RELOAD_FAILED: 0}
         self.config_version = 0     # the control plane's version in service (0: none)
-        # usage for GET /usage, handed over (and reset) by drain_usage()
-        self._usage_requests: dict[tuple[str, str, int], int] = {}   # consumer, route, day
+        # usage for GET /usage, handed over (and reset) by drain_usage(). usage_requests is
+        # one dict for the life of the object (the log phase counts into it from C,
+        # fastgate/_core/stats.pyx count_usage, holding it): drained by clearing it.
+        self.usage_requests: dict[tuple[str, str, int], int] = {}    # consumer, route, day
         self._usage_ai: dict[tuple[str, str], list] = {}           # consumer, model
         self._overload_shed: dict[str, int] = {}                   # reason -> count
         self._overload_gauges = (0, 0.0, 0)     # in flight, loop lag (s), RSS (bytes)
@@ -131,19 +133,15 @@ class Metrics:
 
     def consumer_request(self, consumer: str, route: str, now: float) -> None:
         """One request of a known consumer (log phase), counted per UTC day."""
-        key = (consumer, route, int(now // 86400))
-        d = self._usage_requests
-        try:
-            d[key] += 1
-        except KeyError:
-            d[key] = 1
+        count_usage(self.usage_requests, consumer, route, now)
 
     def drain_usage(self) -> dict:
         """The usage counted since the last call, which starts counting afresh."""
-        req, ai = self._usage_requests, self._usage_ai
-        self._usage_requests, self._usage_ai = {}, {}
-        return {"requests": [[c, r, d, n] for (c, r, d), n in req.items()],
-                "ai": [[c, m, *v] for (c, m), v in ai.items()]}
+        req, ai = self.usage_requests, self._usage_ai
+        requests = [[c, r, d, n] for (c, r, d), n in req.items()]
+        req.clear()
+        self._usage_ai = {}
+        return {"requests": requests, "ai": [[c, m, *v] for (c, m), v in ai.items()]}
 
     def config_reload(self, ok: bool) -> None:
         self._reloads[RELOAD_OK if ok else RELOAD_FAILED] += 1

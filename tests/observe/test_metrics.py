@@ -273,3 +273,22 @@ def test_promtool_accepts_the_exposition(make):
                           capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == b"" and proc.stderr.strip() == b"", proc.stdout + proc.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=4e9, allow_nan=False), min_size=1, max_size=20))
+def test_usage_is_counted_per_utc_day_as_python_divides(times):
+    """consumer_request counts in C (stats.count_usage); the day must be int(now // 86400)
+    exactly, at day boundaries too, and a drain empties the same dict."""
+    m = Metrics()
+    table = m.usage_requests
+    edges = [86400.0 * 20424 - 1e-6, 86400.0 * 20424, 86399.99999999999]
+    expect = {}
+    for t in list(times) + edges:
+        m.consumer_request("alice", "orders", t)
+        key = ("alice", "orders", int(t // 86400))
+        expect[key] = expect.get(key, 0) + 1
+    assert m.usage_requests == expect
+    drained = m.drain_usage()["requests"]
+    assert sorted(map(tuple, drained)) == sorted((c, r, d, n) for (c, r, d), n in expect.items())
+    assert m.usage_requests is table and not table
