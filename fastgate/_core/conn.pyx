@@ -37,6 +37,7 @@ from fastgate._core.router import MATCH, METHOD_NOT_ALLOWED, normalize_path
 from fastgate._core.writer cimport header_lines, join_head
 from fastgate._core.ids cimport request_id_b_from, traceparent_b_from
 from fastgate._core.stats cimport count_usage, request_done
+from fastgate._core.lists cimport drop_last, list_with_room, push
 from fastgate.policies.base import Reject, Respond
 from fastgate.server.responses import (CONTINUE_100, ERROR_CODES, STATUS_LINES, build_response,
                                        error_body, status_line)

@@ -170,9 +170,10 @@ cdef class TargetPool:
 
     cpdef UpstreamConnection acquire_idle(self):
         cdef UpstreamConnection conn
-        idle = self.idle
+        cdef list idle = self.idle
         while idle:
-            conn = idle.pop()
+            conn = <UpstreamConnection?>idle[len(idle) - 1]
+            drop_last(idle)         # keeps the list's room: no reallocation per request
             # A peer close is seen by the transport before connection_lost runs.
             if not conn.closed and not conn.transport.is_closing():
                 self.active += 1
@@ -202,7 +203,7 @@ cdef class TargetPool:
                 or len(self.idle) >= self.keepalive or conn.reading_paused):
             conn.close()
             return
-        self.idle.append(conn)
+        push(self.idle, conn)
 
     cpdef detach(self, UpstreamConnection conn):
         """An owned connection leaves the pool for good (tunnel, error)."""

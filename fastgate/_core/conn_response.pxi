@@ -40,28 +40,31 @@ cdef class ResponseSide(RequestContext):
             length = head.content_length
             headers = head.headers
             tokens = head.connection_tokens
-        tail = [b"x-request-id: ", self.request_id_b, b"\r\n"]
+        tail = list_with_room(8)
+        push(tail, b"x-request-id: ")
+        push(tail, self.request_id_b)
+        push(tail, b"\r\n")
         if self.response_headers:
-            tail.append(header_lines(self.response_headers))
+            push(tail, header_lines(self.response_headers))
         no_body = req.method == b"HEAD" or status == 204 or status == 304 or status < 200
         if route.response_body and not no_body:
             self.resp_filters = route.response_body
             length = -1                     # rewritten chunks: the length is not known
         if length >= 0:
             if status != 204:
-                tail.append(_content_length_line(length))
+                push(tail, _content_length_line(length))
         elif not no_body:
             if req.version == 11:
                 self.resp_chunked = True
-                tail.append(b"transfer-encoding: chunked\r\n")
+                push(tail, b"transfer-encoding: chunked\r\n")
             else:
                 self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
         if not self.keep_alive or not self.body_done:
             # A target answering before the request body ended: close after, since the
             # rest of that body would otherwise be read as the next request.
             self.keep_alive = False
-            tail.append(b"connection: close\r\n")
-        tail.append(b"\r\n")
+            push(tail, b"connection: close\r\n")
+        push(tail, b"\r\n")
         if self.resp_drop is not None:
             drop = drop | self.resp_drop
         line = _STATUS_LINES.get(status)
@@ -185,11 +188,11 @@ cdef class ResponseSide(RequestContext):
         self.bytes_out += n
         wbuf = self.wbuf
         if wbuf is None:
-            wbuf = self.wbuf = []
+            wbuf = self.wbuf = list_with_room(4)
         if self.resp_chunked:
             wbuf += (b"%x\r\n" % n, data, b"\r\n")
         else:
-            wbuf.append(data)
+            push(wbuf, data)
 
     cpdef send_end(self):
         """The response is complete: last chunk, flush, log, next request."""

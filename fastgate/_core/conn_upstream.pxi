@@ -99,28 +99,29 @@ cdef class UpstreamCall:
         self.req_chunked = head.chunked
         client_ip = ex.conn.client_ip_b
         xff = _find(headers, b"x-forwarded-for", None, True)
-        tail = [b"x-forwarded-for: ",
-                b", ".join(xff) + b", " + client_ip if xff else client_ip,
-                b"\r\nx-forwarded-proto: https\r\n" if ex.tls else
-                b"\r\nx-forwarded-proto: http\r\n"]
+        tail = list_with_room(16)
+        push(tail, b"x-forwarded-for: ")
+        push(tail, b", ".join(xff) + b", " + client_ip if xff else client_ip)
+        push(tail, b"\r\nx-forwarded-proto: https\r\n" if ex.tls else
+                    b"\r\nx-forwarded-proto: http\r\n")
         host = head.host
         if host:
-            tail.append(b"x-forwarded-host: ")
-            tail.append(host)
-            tail.append(b"\r\n")
+            push(tail, b"x-forwarded-host: ")
+            push(tail, host)
+            push(tail, b"\r\n")
             if target.preserve_host:
-                tail.append(b"host: ")
-                tail.append(host)
-                tail.append(b"\r\n")
+                push(tail, b"host: ")
+                push(tail, host)
+                push(tail, b"\r\n")
         # else: the chosen target's Host line is added per try (_attach)
         ex.traceparent_b = tp = traceparent_b_from(_find(headers, b"traceparent", None, False))
-        tail.append(b"x-request-id: ")
-        tail.append(ex.request_id_b)
-        tail.append(b"\r\ntraceparent: ")
-        tail.append(tp)
-        tail.append(b"\r\n")
+        push(tail, b"x-request-id: ")
+        push(tail, ex.request_id_b)
+        push(tail, b"\r\ntraceparent: ")
+        push(tail, tp)
+        push(tail, b"\r\n")
         if ex.upstream_headers:
-            tail.append(header_lines(ex.upstream_headers))
+            push(tail, header_lines(ex.upstream_headers))
         if head.upgrade is not None and _is_websocket(head.upgrade):
             # Only WebSocket is tunnelled. Forwarding other upgrades (h2c above all) would
             # let a client open a raw HTTP/2 channel to the upstream behind every route
@@ -130,13 +131,13 @@ cdef class UpstreamCall:
         if body is not None:
             # Buffered for the body phase: sent whole, with its (possibly new) length.
             self.req_chunked = False
-            tail.append(b"content-length: %d\r\n" % len(body))
+            push(tail, b"content-length: %d\r\n" % len(body))
         elif head.chunked:
-            tail.append(b"transfer-encoding: chunked\r\n")
+            push(tail, b"transfer-encoding: chunked\r\n")
         elif head.content_length >= 0:
-            tail.append(b"content-length: %d\r\n" % head.content_length)
+            push(tail, b"content-length: %d\r\n" % head.content_length)
         elif head.method in (b"POST", b"PUT", b"PATCH"):
-            tail.append(b"content-length: 0\r\n")
+            push(tail, b"content-length: 0\r\n")
         self.head_tail = tail
         return 0
 
@@ -224,9 +225,9 @@ cdef class UpstreamCall:
             drop = drop | ex.req_drop
         tail = self.head_tail
         # the head ends with the chosen target's Host line (and the blank line)
-        tail.append(b"\r\n" if self.target.preserve_host and head.host else pool.host_header)
+        push(tail, b"\r\n" if self.target.preserve_host and head.host else pool.host_header)
         self._up_send((join_head(line, head.headers, drop, head.connection_tokens, tail),))
-        tail.pop()
+        drop_last(tail)
         self.sent_at = _mono()
         ex.conn.up_deadline = self.sent_at + self.read_timeout
         self.attached = True

@@ -27,6 +27,8 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from libc.string cimport memchr, memcpy, memmove, memcmp
 from libc.stdint cimport uint64_t
+
+from fastgate._core.lists cimport list_with_room, push
 from libc.stdlib cimport malloc, realloc, free
 
 from fastgate.errors import ERROR_CODES as _ERROR_CODES
@@ -409,7 +411,7 @@ cdef class _HttpParser:
         self._hbytes = 0
         self._head_bytes = 0
         self._nfields = 0
-        self._headers = []
+        self._headers = None        # made with the head, at its first line
         self._version = 11
         self._cl = -1
         self._te_seen = False
@@ -732,7 +734,7 @@ cdef class _HttpParser:
             value = PyBytes_FromStringAndSize(<const char*>s + vs, ve - vs)
         else:
             value = _EMPTY
-        self._headers.append((name, value))
+        push(self._headers, (name, value))
         if name is _N_CONTENT_LENGTH:
             return self._content_length(s + vs, ve - vs)
         if name is _N_TRANSFER_ENCODING:
@@ -1053,7 +1055,7 @@ cdef class RequestParser(_HttpParser):
         target = PyBytes_FromStringAndSize(<const char*>s + ts, te - ts)
         head.target = target
         head.version = self._version
-        head.headers = self._headers
+        head.headers = self._headers = list_with_room(16)     # filled by _header_line
         head.query = _EMPTY
         self._target_host = None
         connect = method is _METHODS[8]
@@ -1315,7 +1317,7 @@ cdef class ResponseParser(_HttpParser):
         self._version = 10 if s[7] == 48 else 11
         head.status = status
         head.version = self._version
-        head.headers = self._headers
+        head.headers = self._headers = list_with_room(16)     # filled by _header_line
         self._head = head
         self._hbytes = n + 2
         self._head_bytes = n + 2

@@ -37,6 +37,10 @@ for _k in range(10):
 for _k in range(6):
     _HEXVAL[97 + _k] = 10 + _k
 cdef const char* _HEX = b"0123456789abcdef"
+cdef char _HEX2[512]            # byte -> its two hex characters
+for _k in range(256):
+    _HEX2[2 * _k] = _HEX[_k >> 4]
+    _HEX2[2 * _k + 1] = _HEX[_k & 15]
 
 DEF _POOL = 4096                    # one os.urandom call per 256 ids of 32 hex
 cdef unsigned char _rand[_POOL]
@@ -69,8 +73,7 @@ cdef int _random_hex(char* out, Py_ssize_t nbytes) except -1:
         for i in range(nbytes):
             b = p[i]
             seen |= b
-            out[2 * i] = _HEX[b >> 4]
-            out[2 * i + 1] = _HEX[b & 15]
+            memcpy(out + 2 * i, &_HEX2[2 * b], 2)
         if seen:
             return 0
 

@@ -856,3 +856,23 @@ def test_invalid_limits_rejected():
         RequestParser(Rec(), max_request_line_bytes=0)
     with pytest.raises(ValueError):
         RequestParser(Rec(), max_body_bytes=-1)
+
+
+def test_header_list_is_an_ordinary_list():
+    """The parser fills the head's list in place, with room made ahead (no reallocation per
+    field): to its readers it must be a plain list in every way."""
+    import copy
+    import pickle
+    fields = [b"Host: a"] + [b"X-%d: %d" % (i, i) for i in range(40)]   # past the room
+    h = head_of(req(headers=fields))
+    want = [(b"host", b"a")] + [(b"x-%d" % i, b"%d" % i) for i in range(40)]
+    assert type(h.headers) is list and h.headers == want and len(h.headers) == 41
+    assert pickle.loads(pickle.dumps(h.headers)) == want and copy.copy(h.headers) == want
+    h.headers.append((b"x-more", b"1"))
+    del h.headers[1:40]
+    assert h.headers == [(b"host", b"a"), (b"x-39", b"39"), (b"x-more", b"1")]
+    small = head_of(req(headers=[b"Host: a", b"X: 1"]))
+    assert small.headers == [(b"host", b"a"), (b"x", b"1")]
+    small.headers.pop()
+    small.headers.extend([(b"y", b"2")] * 20)
+    assert len(small.headers) == 21 and small.headers[-1] == (b"y", b"2")
