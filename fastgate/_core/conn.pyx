@@ -20,7 +20,7 @@ response.py, context.py, fastgate/targets/upstream.py, fastgate/upstream/pool.py
 them from here. Policies, plugins and other targets stay Python: the exchange calls them
 only where a route has them.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
@@ -72,6 +72,10 @@ cdef enum:
 P_UPSTREAM_FULL = _P_UPSTREAM_FULL   # the peer (upstream) transport is over its high-water mark
 P_WAITING = _P_WAITING               # an awaitable policy, a connect or a full pending queue
 P_PIPELINE = _P_PIPELINE             # too many pipelined bytes buffered behind the request
+
+# A response's pieces up to this size in all are joined and written with one write()
+cdef enum:
+    _JOIN_MAX = 4096
 
 # Connection states
 cdef enum:

@@ -236,7 +236,8 @@ cdef class ResponseSide(RequestContext):
             self.resp_flushed = True
             conn = self.conn
             if conn.state != _S_CLOSED:
-                conn.transport.writelines(wbuf)
+                conn.transport.write(_one_piece(wbuf)) if _small(wbuf) else \
+                    conn.transport.writelines(wbuf)
 
     def target_failed(self, status, code, message):
         """The target cannot answer (``status``/``code``/``message`` say why): a clean error
@@ -373,6 +374,23 @@ cdef bytes _content_length_line(long long n):
     buf[16 + nd] = 13
     buf[17 + nd] = 10
     return PyBytes_FromStringAndSize(buf, 18 + nd)
+
+
+cdef inline bint _small(list pieces) noexcept:
+    """A few pieces of at most _JOIN_MAX bytes in all (a head and a small body): sent as one
+    bytes, so the transport writes it with one write() instead of a gathered write with
+    its per-call bookkeeping."""
+    cdef Py_ssize_t i, n = len(pieces), total = 0
+    if n > 4:
+        return False
+    for i in range(n):
+        total += PyBytes_GET_SIZE(<bytes>pieces[i]) if type(pieces[i]) is bytes \
+            else _JOIN_MAX + 1
+    return total <= _JOIN_MAX
+
+
+cdef inline bytes _one_piece(list pieces):
+    return <bytes>pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 cpdef record(GatewayCore gateway, RequestContext ctx):
