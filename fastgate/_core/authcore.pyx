@@ -202,21 +202,46 @@ cdef class JwtAccess(PhaseFn):
             return self.slow(ctx)
         if info is None and v.kind != 0:
             return self.slow(ctx)        # an API key or certificate nobody owns: refused there
-        if self.groups and (info is None or self.groups.isdisjoint(info.group_set)):
-            return self.slow(ctx)
-        if self.scopes and not PyObject_RichCompareBool(self.scopes, v.scopes, Py_LE):
-            return self.slow(ctx)
-        if self.mfa and not (v.mfa or (v.acr is not None and v.acr in self.acr_values)):
+        if refusal(self.groups, self.scopes, self.mfa, self.acr_values, v, info) != _ADMITTED:
             return self.slow(ctx)
         if self.source is not None:
             mono = _clock(CLOCK_MONOTONIC)
             if not mono < self.source.refresh_due:      # a no-op call skipped otherwise
                 self.source.maybe_refresh(mono)
-        c.claims = v.claims
-        if info is not None:
-            c.consumer = info.name
-            c.consumer_groups = info.groups
-            c.upstream_headers += info.headers
-        if v.forward:
-            c.upstream_headers += v.forward
+        grant_to(c, v, info)
         return None
+
+
+# What refusal() answers: the route's rules admit the principal, or which rule refuses it.
+cdef enum:
+    _ADMITTED = 0
+    _NOT_IN_GROUP = 1
+    _LACKS_SCOPE = 2
+    _NEEDS_MFA = 3
+ADMITTED, NOT_IN_GROUP, LACKS_SCOPE, NEEDS_MFA = _ADMITTED, _NOT_IN_GROUP, _LACKS_SCOPE, _NEEDS_MFA
+
+
+cpdef int refusal(frozenset groups, frozenset scopes, bint mfa, frozenset acr_values,
+                  Verified v, ConsumerInfo info):
+    """The route's authorization of an authenticated principal (``info``: its consumer, or
+    None): ``groups`` (the consumer in one of them), ``scopes`` (all granted), ``mfa`` (a
+    second factor in ``amr``, or ``acr`` in ``acr_values``); the first rule that refuses."""
+    if groups and (info is None or groups.isdisjoint(info.group_set)):
+        return _NOT_IN_GROUP
+    if scopes and not PyObject_RichCompareBool(scopes, v.scopes, Py_LE):
+        return _LACKS_SCOPE
+    if mfa and not (v.mfa or (v.acr is not None and v.acr in acr_values)):
+        return _NEEDS_MFA
+    return _ADMITTED
+
+
+cpdef grant_to(RequestContext ctx, Verified v, ConsumerInfo info):
+    """Let the request in as ``v`` (consumer ``info``, or None): its claims, consumer and
+    groups, and the identity headers (and forwarded claims) for the upstream."""
+    ctx.claims = v.claims
+    if info is not None:
+        ctx.consumer = info.name
+        ctx.consumer_groups = info.groups
+        ctx.upstream_headers += info.headers
+    if v.forward:
+        ctx.upstream_headers += v.forward

@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import re
 
-from fastgate._core.authcore import ConsumerInfo, JwtAccess
+from fastgate._core.authcore import (
+    LACKS_SCOPE, NEEDS_MFA, NOT_IN_GROUP, ConsumerInfo, JwtAccess, grant_to, refusal,
+)
 from fastgate.policies.base import Reject
 from fastgate.policies.subscription import approved
 
@@ -59,6 +61,7 @@ from .introspection import IntrospectionAuthenticator
 __all__ = ("AuthPolicy", "authenticator", "build", "consumer_lookups")
 
 REALM = "fastgate"
+_REFUSALS = {NOT_IN_GROUP: F_GROUP, LACKS_SCOPE: F_SCOPE, NEEDS_MFA: F_MFA}
 def _jwt(cfg):
     # imported when a config has a jwt entry: PyJWT and cryptography (~9 MiB resident)
     # stay out of a gateway that verifies no tokens
@@ -257,19 +260,10 @@ class AuthPolicy:
                 return self._deny(ctx, F_UNKNOWN_KEY)
             if v.kind == BY_NAME:
                 return self._deny(ctx, F_CERT)
-        if self.groups and (info is None or not (self.groups & info.group_set)):
-            return self._deny(ctx, F_GROUP)
-        if self.scopes and not (self.scopes <= v.scopes):
-            return self._deny(ctx, F_SCOPE)
-        if self.mfa and not (v.mfa or (v.acr is not None and v.acr in self.acr_values)):
-            return self._deny(ctx, F_MFA)
-        ctx.claims = v.claims
-        if info is not None:
-            ctx.consumer = info.name
-            ctx.consumer_groups = info.groups
-            ctx.upstream_headers += info.headers
-        if v.forward:
-            ctx.upstream_headers += v.forward
+        why = refusal(self.groups, self.scopes, self.mfa, self.acr_values, v, info)
+        if why:
+            return self._deny(ctx, _REFUSALS[why])
+        grant_to(ctx, v, info)
         return None
 
 
