@@ -9,7 +9,7 @@ between these objects are typed, so the request path reaches across them as C st
 accesses, and calls between them go through the vtables (``cpdef``)."""
 from fastgate._core.http cimport (ParserHandler, RequestHead, ResponseHead, RequestParser,
                                   ResponseParser)
-from fastgate._core.state cimport GatewayCore, PhaseFn, RouteCore, SnapshotCore
+from fastgate._core.state cimport BodyPhaseFn, GatewayCore, PhaseFn, RouteCore, SnapshotCore
 
 
 cdef class RequestContext:

@@ -117,7 +117,10 @@ cdef class Exchange(ResponseSide):
             p = policies[i]
             try:
                 if with_body:
-                    result = p(self, self.request_body)
+                    if isinstance(p, BodyPhaseFn):
+                        result = (<BodyPhaseFn>p).run_body(self, self.request_body)
+                    else:
+                        result = p(self, self.request_body)
                 elif isinstance(p, PhaseFn):
                     result = (<PhaseFn>p).run(self)      # compiled: no Python call
                 else:

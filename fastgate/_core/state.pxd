@@ -45,3 +45,8 @@ cdef class PhaseFn:
     """A policy phase compiled to C (auth with a cached token, a local rate limit): the
     exchange calls ``run`` through the vtable; Python callers call the object."""
     cdef object run(self, object ctx)
+
+
+cdef class BodyPhaseFn:
+    """The same for the request-body phase (the WAF's body scan): ``run_body(ctx, body)``."""
+    cdef object run_body(self, object ctx, object body)

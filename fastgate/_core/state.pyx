@@ -75,3 +75,15 @@ cdef class PhaseFn:
 
     def __call__(self, ctx):
         return self.run(ctx)
+
+
+cdef class BodyPhaseFn:
+    """Base of a compiled request-body phase (``request_body`` in a policy's ``compiled``
+    dict): the exchange calls ``run_body(ctx, body)`` through the vtable; it must answer
+    exactly as the policy's ``request_body`` method would."""
+
+    cdef object run_body(self, object ctx, object body):
+        raise NotImplementedError
+
+    def __call__(self, ctx, body):
+        return self.run_body(ctx, body)

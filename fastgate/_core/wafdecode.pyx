@@ -16,7 +16,13 @@ separator.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
+
+
+cdef extern from "string.h" nogil:
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 DEF MAX_ROUNDS = 4
 
@@ -274,11 +280,30 @@ cdef Py_ssize_t one_round(const unsigned char* s, Py_ssize_t n, unsigned char* o
     return o
 
 
+cdef inline uint64_t _zero_in(uint64_t v) noexcept:
+    """Non-zero when a byte of ``v`` is zero."""
+    return (v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL
+
+
 cdef inline bint may_change(const unsigned char* s, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t i
-    for i in range(n):
+    """Whether ``s`` holds a byte that can start an escape (``SPECIAL``). Eight bytes at a
+    time: a word of ASCII with no ``%``, ``&``, ``\\`` or NUL holds none; other words are
+    looked at byte by byte."""
+    cdef Py_ssize_t i = 0, k
+    cdef uint64_t w
+    while i + 8 <= n:
+        memcpy(&w, s + i, 8)
+        if (w & 0x8080808080808080ULL) or _zero_in(w) or \
+                _zero_in(w ^ 0x2525252525252525ULL) or _zero_in(w ^ 0x2626262626262626ULL) or \
+                _zero_in(w ^ 0x5c5c5c5c5c5c5c5cULL):
+            for k in range(i, i + 8):
+                if SPECIAL[s[k]]:
+                    return True
+        i += 8
+    while i < n:
         if SPECIAL[s[i]]:
             return True
+        i += 1
     return False
 
 
@@ -331,6 +356,13 @@ for _i in range(256):
         _i in (46, 95, 126, 43, 61, 45)
 
 
+cdef inline bint names_filename(bytes name) noexcept:
+    """``b"filename" in name`` without the int check (and the TypeError it raises and
+    clears) that bytes' ``in`` makes first: a header whose name says filename is judged as a
+    file name, not as a header."""
+    return memmem(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), b"filename", 8) != NULL
+
+
 cdef bint token_shaped(bytes value):
     cdef const unsigned char* v = <const unsigned char*>PyBytes_AS_STRING(value)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(value), i = 0, k
@@ -353,19 +385,23 @@ cdef bint token_shaped(bytes value):
 def fast_view(bytes raw_target not None, list headers not None, body, frozenset skip not None,
               Py_ssize_t body_limit, dict clean=None):
     """The decoded concatenation ``target (\\x02 header-value)* \\x01 body`` (see module doc)."""
-    cdef Py_ssize_t total = PyBytes_GET_SIZE(raw_target) + 1, o, ln
+    return view_of(raw_target, headers, body, skip, body_limit, clean, NULL)
+
+
+cdef bytes view_of(bytes raw_target, list headers, object body, frozenset skip,
+                   Py_ssize_t body_limit, dict clean, unsigned char* used):
+    """``fast_view``; ``used`` (room for ``USED_MAX`` flags, or NULL) is told which of the
+    first headers went into the scan, for ``remember_used``. Each header name is looked up
+    once: framing and excluded headers (``skip``) are left out, a value ``clean`` holds
+    (found clean on its own before: a value that matches no pattern alone cannot make a part
+    match) and a token-shaped credential or id are left out too."""
+    cdef Py_ssize_t total = PyBytes_GET_SIZE(raw_target) + 1, o, ln, k = 0
     cdef object item
     cdef bytes name, value
     cdef bytes b = None
     cdef unsigned char* buf
     for item in headers:
-        name = (<tuple>item)[0]
-        if name in skip:
-            continue
-        total += PyBytes_GET_SIZE(<bytes>(<tuple>item)[1]) + 1
-    # ``clean``: header values already found clean on their own (a value that matches no
-    # pattern alone cannot make a part match), left out of the scan.
-    # (token-shaped values are skipped below; the size above is an upper bound)
+        total += PyBytes_GET_SIZE(<bytes>(<tuple>item)[1]) + 1    # an upper bound
     if body is not None:
         b = bytes(body) if not isinstance(body, bytes) else <bytes>body
         if PyBytes_GET_SIZE(b) > body_limit:
@@ -379,14 +415,19 @@ def fast_view(bytes raw_target not None, list headers not None, body, frozenset 
         memcpy(buf, PyBytes_AS_STRING(raw_target), ln)
         o = ln
         for item in headers:
+            if used != NULL and k < USED_MAX:
+                used[k] = 0
+            k += 1
             name = (<tuple>item)[0]
             if name in skip:
                 continue
             value = (<tuple>item)[1]
-            if clean is not None and value in clean and b"filename" not in name:
+            if clean is not None and value in clean and not names_filename(name):
                 continue            # (a filename header is judged as a filename, not a header)
             if name in TOKEN_HEADERS and token_shaped(value):
                 continue
+            if used != NULL and k <= USED_MAX:
+                used[k - 1] = 1
             buf[o] = 2
             o += 1
             ln = PyBytes_GET_SIZE(value)
@@ -401,6 +442,22 @@ def fast_view(bytes raw_target not None, list headers not None, body, frozenset 
         return decode_buf(buf, o)
     finally:
         PyMem_Free(buf)
+
+
+cdef void remember_used(list headers, dict clean, const unsigned char* used,
+                        Py_ssize_t max_entries, Py_ssize_t max_len) except *:
+    """After a clean scan of ``view_of(..., used)``: the header values it scanned are clean
+    on their own (values already in ``clean``, skipped and token-shaped ones were not
+    scanned, and are not added)."""
+    cdef Py_ssize_t k, n = min(PyList_GET_SIZE(headers), USED_MAX)
+    cdef bytes value
+    for k in range(n):
+        if used[k]:
+            value = <bytes>(<tuple>PyList_GET_ITEM(headers, k))[1]
+            if PyBytes_GET_SIZE(value) <= max_len:
+                if len(clean) >= max_entries:
+                    clean.clear()
+                clean[value] = True
 
 
 def remember_clean(list headers not None, frozenset skip not None, dict clean not None,

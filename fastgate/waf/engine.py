@@ -116,10 +116,26 @@ class Engine:
             if not self._pf.any(view):
                 remember_clean(headers, self._skip, self._clean)
                 return None
+        except Exception:  # noqa: BLE001 - a WAF must answer; a bug fails closed
+            return Match("waf_error", "engine")
+        return self.judge(raw_target, headers, body, content_type, began)
+
+    def judge(self, raw_target: bytes, headers: list, body, content_type, began=None):
+        """``start`` for a request the fast path flagged: the precise stage."""
+        try:
+            if began is None:
+                began = perf_counter()
             return Judgement(self._precise(raw_target, headers, body, content_type,
                                            began + DEADLINE_S)).resume()
         except Exception:  # noqa: BLE001 - a WAF must answer; a bug fails closed
             return Match("waf_error", "engine")
+
+    def fast_path(self):
+        """What the compiled phases (fastgate._core.wafcore) scan with: the prefilter's
+        stop-at-first-match scan and its flag, the headers never inspected, the table of
+        header values found clean, and the body limit."""
+        scan, hit = self._pf.any_scanner()
+        return scan, hit, self._skip, self._clean, self._body_limit
 
     def explain(self, method, raw_target, headers, body, content_type):
         """(Match or None, detector rule name): what inspect decided and which check fired."""

@@ -19,8 +19,8 @@ not inspected at all.
 
 A request the precise stage cannot finish judging within its byte budget (32 KiB of
 flagged windows) is blocked in ``mode: block`` (fail closed: padding is no way around it)
-and passed in ``mode: monitor``. A judgement that takes longer than 0.9 ms goes on in the
-next turns of the event loop, 0.9 ms at a time, while that connection waits (reading
+and passed in ``mode: monitor``. A judgement that takes longer than 0.8 ms goes on in the
+next turns of the event loop, 0.8 ms at a time, while that connection waits (reading
 paused): the loop is never held 1 ms, and the verdict never depends on the machine's load.
 
 The engine (a compiled Hyperscan database and the detectors) is kept across reloads while
@@ -60,7 +60,7 @@ class _Engine:
 class WafPolicy:
     name = "waf"
     __slots__ = ("engine", "block", "route_name", "metrics", "exact", "prefixes",
-                 "body_bytes")
+                 "body_bytes", "compiled")
 
     def __init__(self, route_name, cfg, engine, metrics):
         self.engine = engine
@@ -70,6 +70,13 @@ class WafPolicy:
         self.exact = frozenset(p.encode() for p in cfg.exclude_paths if not p.endswith("/*"))
         self.prefixes = tuple(p[:-1].encode() for p in cfg.exclude_paths if p.endswith("/*"))
         self.body_bytes = cfg.inspect_body_bytes
+        # The fast path in C (fastgate._core.wafcore): a request the scan finds clean
+        # crosses no Python frame here; a flagged one comes back to flagged_head/_body.
+        self.compiled = self._compile()
+
+    def _compile(self):
+        from fastgate._core.wafcore import WafAccess
+        return {"access": WafAccess(self)}
 
     def _excluded(self, ctx) -> bool:
         path = ctx.path if ctx.path else ctx.head.path
@@ -124,6 +131,10 @@ class WafPolicy:
         target = head.path + b"?" + head.query if head.query else head.path
         return self._verdict(ctx, self.engine.start(head.method, target, head.headers, None, None))
 
+    def flagged_head(self, ctx, target):
+        """``access`` for a head the compiled fast path flagged: the precise stage."""
+        return self._verdict(ctx, self.engine.judge(target, ctx.head.headers, None, None))
+
 
 class WafBodyPolicy(WafPolicy):
     """The same, with body inspection (``inspect_body_bytes`` > 0): the route buffers
@@ -141,6 +152,14 @@ class WafBodyPolicy(WafPolicy):
         head = ctx.head
         return self._verdict(ctx, self.engine.start(head.method, b"/", (), body[:self.body_bytes],
                                                     head.get(b"content-type")))
+
+    def flagged_body(self, ctx, body):
+        """``request_body`` for a body the compiled fast path flagged: the precise stage."""
+        return self._verdict(ctx, self.engine.judge(b"/", [], body, ctx.head.get(b"content-type")))
+
+    def _compile(self):
+        from fastgate._core.wafcore import WafAccess, WafBody
+        return {"access": WafAccess(self), "request_body": WafBody(self)}
 
 
 def build(route_cfg, services):
