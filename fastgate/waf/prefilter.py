@@ -183,10 +183,16 @@ class Prefilter:
 
     def __init__(self, rules):
         self._names = tuple(rules)
+        # Patterns go into a database in PATTERNS' order whatever the rules' order (the tag
+        # says the class): Hyperscan's compile depends on it, and with the command-injection
+        # patterns before the SQL and XSS ones (the engine's judging order) a benign API
+        # request's scans took 41k instructions instead of 34k.
+        index = {name: ci for ci, name in enumerate(self._names)}
+
         def database(*flags):
             return hs.BlockDatabase(*[hs.Pattern(p.encode("latin-1"), hs.Flag.CASELESS,
-                                                 hs.Flag.DOTALL, *flags, tag=ci)
-                                      for ci, name in enumerate(self._names)
+                                                 hs.Flag.DOTALL, *flags, tag=index[name])
+                                      for name in PATTERNS if name in index
                                       for p in PATTERNS[name]])
         self._hit = [False]
         self._found = set()
