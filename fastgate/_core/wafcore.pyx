@@ -26,16 +26,19 @@ cdef enum:
 
 
 cdef class _Fast:
-    """What both phases scan with (the engine's ``fast_path()``)."""
+    """What both phases scan with (the engine's ``fast_path()``), and whether the route
+    excludes paths (the policy's methods decide those)."""
 
     cdef object scan            # the prefilter's any-scan: sets hit[0] on a match
     cdef list hit
     cdef frozenset skip
     cdef dict clean
     cdef Py_ssize_t body_limit
+    cdef bint excluding
 
-    def __init__(self, engine):
-        scan, hit, skip, clean, body_limit = engine.fast_path()
+    def __init__(self, policy):
+        scan, hit, skip, clean, body_limit = policy.engine.fast_path()
+        self.excluding = bool(policy.prefixes or policy.exact)
         self.scan = scan
         self.hit = hit
         self.skip = skip
@@ -56,13 +59,11 @@ cdef class WafAccess(PhaseFn):
     cdef _Fast fast
     cdef object slow
     cdef object flagged
-    cdef bint excluding
 
     def __init__(self, policy):
-        self.fast = _Fast(policy.engine)
+        self.fast = _Fast(policy)
         self.slow = policy.access
         self.flagged = policy.flagged_head
-        self.excluding = bool(policy.prefixes or policy.exact)
 
     cdef object run(self, object ctx):
         cdef RequestContext c
@@ -70,7 +71,7 @@ cdef class WafAccess(PhaseFn):
         cdef bytes target
         cdef bytes view
         cdef unsigned char used[USED_MAX]
-        if self.excluding or not isinstance(ctx, RequestContext):
+        if self.fast.excluding or not isinstance(ctx, RequestContext):
             return self.slow(ctx)
         c = <RequestContext>ctx
         if not isinstance(c.head, RequestHead):
@@ -95,14 +96,12 @@ cdef class WafBody(BodyPhaseFn):
     cdef _Fast fast
     cdef object slow
     cdef object flagged
-    cdef bint excluding
     cdef Py_ssize_t body_bytes
 
     def __init__(self, policy):
-        self.fast = _Fast(policy.engine)
+        self.fast = _Fast(policy)
         self.slow = policy.request_body
         self.flagged = policy.flagged_body
-        self.excluding = bool(policy.prefixes or policy.exact)
         self.body_bytes = policy.body_bytes
 
     cdef object run_body(self, object ctx, object body):
@@ -110,7 +109,7 @@ cdef class WafBody(BodyPhaseFn):
         cdef bytes b
         if not body:
             return None
-        if self.excluding or not isinstance(ctx, RequestContext) or not PyBytes_CheckExact(body):
+        if self.fast.excluding or not isinstance(ctx, RequestContext) or not PyBytes_CheckExact(body):
             return self.slow(ctx, body)
         c = <RequestContext>ctx
         if c.log_fields is not None:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from fastgate.policies.auth.http_client import HttpClient, HttpClientError
+from tests.helpers.heads import HeadRecorder as _Heads
 
 
 # ------------------------------------------------------------------------------ keys, tokens
@@ -406,18 +407,6 @@ def test_client_https_with_custom_trust(tmp_path):
 
 
 # ------------------------------------------------------------------------------ policy harness
-class _Heads:
-    def __init__(self):
-        self.heads = []
-
-    def on_request(self, head):
-        self.heads.append(head)
-
-    def on_body(self, data):
-        pass
-
-    def on_request_complete(self):
-        pass
 
 
 def request_head(headers=(), target=b"/orders"):

@@ -15,6 +15,7 @@ from fastgate.policies import rate_limit, rate_limit_hooks
 from fastgate.policies.base import Reject
 from fastgate.server.context import RequestContext
 from fastgate.server.services import Services, SharedState
+from tests.helpers.heads import HeadRecorder as _Heads
 
 def make_config(*rate_limits, route_extra=None, consumers=None, auth=None, **top):
     route = {"name": "orders", "paths": ["/orders"], "respond": {"status": 200},
@@ -30,20 +31,6 @@ def services_for(config):
     services = Services(shared, config)
     services.metrics = Metrics()
     return services
-
-
-class _Heads:
-    def __init__(self):
-        self.heads = []
-
-    def on_request(self, head):
-        self.heads.append(head)
-
-    def on_body(self, data):
-        pass
-
-    def on_request_complete(self):
-        pass
 
 
 def request_head(headers=()):

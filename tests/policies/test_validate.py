@@ -20,6 +20,7 @@ from fastgate.policies.validate import is_json_type, json_path
 from fastgate.policies.validate.scan import depth, too_deep
 from fastgate.server.context import RequestContext
 from tests.helpers.gateway import simple_config
+from tests.helpers.heads import HeadRecorder as _Heads
 
 ORDER = {
     "type": "object",
@@ -210,19 +211,6 @@ def test_json_paths(parts, text):
 
 
 # ---------------------------------------------------------------------------- the policy
-
-class _Heads:
-    def __init__(self):
-        self.heads = []
-
-    def on_request(self, head):
-        self.heads.append(head)
-
-    def on_body(self, data):
-        pass
-
-    def on_request_complete(self):
-        pass
 
 
 def ctx_for(method=b"POST", content_type=b"application/json"):

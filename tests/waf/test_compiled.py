@@ -16,21 +16,8 @@ from fastgate._core.state import BodyPhaseFn, PhaseFn
 from fastgate._core.wafcore import WafAccess, WafBody
 from fastgate.config.compile import phase_callable
 from fastgate.policies.base import Reject
+from tests.helpers.heads import HeadRecorder as _Heads
 from tests.waf import benign, corpus
-
-
-class _Heads:
-    def __init__(self):
-        self.heads = []
-
-    def on_request(self, head):
-        self.heads.append(head)
-
-    def on_body(self, data):
-        pass
-
-    def on_request_complete(self):
-        pass
 
 
 def _head(method, target, headers):
