@@ -49,8 +49,39 @@ _ENTITIES = {
     b"verbar": b"|", b"lowbar": b"_", b"hyphen": b"-", b"dash": b"-", b"commat": b"@",
 }
 cdef dict ENTITIES = {k.lower(): v for k, v in _ENTITIES.items()}
-# Legacy names browsers decode without the trailing ';'; the others need it.
-cdef frozenset NO_SEMI = frozenset((b"lt", b"gt", b"amp", b"quot", b"apos", b"nbsp"))
+# Legacy names browsers decode without the trailing ';' (lt gt amp quot apos nbsp, see
+# legacy_entity); the others need it.
+cdef tuple NO_SEMI_REP = (None, b"<", b">", b"&", b'"', b"'", b" ")
+
+
+cdef inline bint _is(const unsigned char* p, const char* name, Py_ssize_t k) noexcept:
+    """``p[:k]`` is ``name`` (lower case) in any case."""
+    cdef Py_ssize_t x
+    for x in range(k):
+        if (p[x] | 32) != <unsigned char>name[x]:
+            return False
+    return True
+
+
+cdef inline int legacy_entity(const unsigned char* p, Py_ssize_t avail) noexcept:
+    """The longest legacy entity name that ``p`` starts with (``avail`` letters there), as
+    ``length << 3 | index into NO_SEMI_REP``, or 0: without a bytes object per try (a query's
+    ``&lang=`` went through three)."""
+    if avail >= 4:
+        if _is(p, b"quot", 4):
+            return 4 << 3 | 4
+        if _is(p, b"apos", 4):
+            return 4 << 3 | 5
+        if _is(p, b"nbsp", 4):
+            return 4 << 3 | 6
+    if avail >= 3 and _is(p, b"amp", 3):
+        return 3 << 3 | 3
+    if avail >= 2:
+        if _is(p, b"lt", 2):
+            return 2 << 3 | 1
+        if _is(p, b"gt", 2):
+            return 2 << 3 | 2
+    return 0
 
 
 cdef bint SPECIAL[256]
@@ -172,13 +203,10 @@ cdef Py_ssize_t one_round(const unsigned char* s, Py_ssize_t n, unsigned char* o
                     rep = ENTITIES.get(name)
                 elif j - i >= 3 and (s[i + 1] | 32) in (108, 103, 97, 113, 110):  # l g a q n
                     # no ';': only the legacy names, which also decode as a prefix (&ltscript)
-                    for k in range(4, 1, -1):
-                        if j - i - 1 >= k:
-                            name = PyBytes_FromStringAndSize(<char*>s + i + 1, k).lower()
-                            if name in NO_SEMI:
-                                rep = ENTITIES.get(name)
-                                j = i + 1 + k
-                                break
+                    k = legacy_entity(s + i + 1, j - i - 1)
+                    if k:
+                        rep = NO_SEMI_REP[k & 7]
+                        j = i + 1 + (k >> 3)
                 if rep is not None:
                     if j < n and s[j] == 59:
                         j += 1

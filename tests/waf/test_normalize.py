@@ -56,6 +56,11 @@ def test_decode_keeps_lone_escapes_and_legacy_entities():
     assert decode(b"&per_page=2&sort=x") == b"&per_page=2&sort=x"   # no entity without ';'
     assert decode(b"&ltscript") == b"<script"                       # legacy names need no ';'
     assert decode(b"&colonx") == b"&colonx"                         # HTML5 names do
+    # each legacy name in any case, the longest first, as a prefix of a longer word too
+    for raw, out in ((b"&LTb&GT", b"<b>"), (b"&quotx", b'"x'), (b"&AposB", b"'B"),
+                     (b"&nbspx", b" x"), (b"&ampx", b"&x"), (b"&amplt", b"<"), (b"&lang=en", b"&lang=en"),
+                     (b"&g", b"&g"), (b"&apo", b"&apo"), (b"&gtx&lt", b">x<")):
+        assert decode(raw) == out, raw
 
 
 def test_fast_view_layout_and_skips():
