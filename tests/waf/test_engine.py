@@ -261,3 +261,21 @@ def test_matches_too_dense_to_list_fail_closed(blocking, engine):
     assert m is not None and why[0] == "budget"
     assert engine.inspect(
         b"POST", b"/", [], json.dumps({"note": "-- " * 20000}).encode(), b"application/json") is None
+
+
+def test_fast_forms_are_supersets():
+    """A pattern the fast path's database holds in a cheaper form (prefilter.FAST_FORMS)
+    still flags everything the pattern itself matches."""
+    import re
+    from fastgate.waf.prefilter import FAST_FORMS
+    samples = [b"if a==b", b"IF x == y", b"if" + b" " * 60 + b"==", b"if (x) ==", b"xif a==b",
+               b"if\na==b", b"if " + b"y" * 200 + b"==", b"a == b if c", b"if%==%", b"elif a==b"]
+    rng = random.Random(5)
+    for _ in range(2000):
+        samples.append(bytes(rng.choice(b"if =\n(x)a%") for _ in range(rng.randint(1, 80))))
+    for pattern, fast in FAST_FORMS.items():
+        p = re.compile(pattern.encode("latin-1"), re.I | re.S)
+        f = re.compile(fast.encode("latin-1"), re.I | re.S)
+        for s in samples:
+            if p.search(s):
+                assert f.search(s), (pattern, s)
