@@ -31,8 +31,17 @@ _SAFE_NAME = re.compile(rb"[A-Za-z0-9_.\-\[\]]{1,64}")
 _HEX = b"0123456789abcdefABCDEF"
 
 
+_NAMES: dict = {}     # safe_name's answers: names repeat (JSON keys, headers); bounded
+
+
 def safe_name(name: bytes) -> str:
-    return name.decode("ascii") if _SAFE_NAME.fullmatch(name) else "*"
+    got = _NAMES.get(name)
+    if got is None:
+        got = name.decode("ascii") if _SAFE_NAME.fullmatch(name) else "*"
+        if len(_NAMES) >= 4096:
+            _NAMES.clear()
+        _NAMES[name] = got
+    return got
 
 
 def unquote_plus(b: bytes) -> bytes:

@@ -279,3 +279,12 @@ def test_fast_forms_are_supersets():
         for s in samples:
             if p.search(s):
                 assert f.search(s), (pattern, s)
+
+
+def test_part_names_are_remembered_within_bounds():
+    from fastgate.waf import parts
+    for i in range(5000):
+        assert parts.safe_name(b"key%d" % i) == "key%d" % i
+        assert len(parts._NAMES) <= 4096
+    assert parts.safe_name(b"x' or 1=1") == "*" and parts.safe_name(b"x' or 1=1") == "*"
+    assert parts.safe_name(b"a" * 65) == "*" and parts.safe_name(b"items[0].sku") == "items[0].sku"
