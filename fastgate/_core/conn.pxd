@@ -118,6 +118,7 @@ cdef class ClientConnection(ParserHandler):
     cdef int handle_head(self, object head) except -1
     cdef int handle_body(self, object data) except -1
     cdef int handle_end(self) except -1
+    cdef _received(self, object data)
     cpdef write(self, data)
     cpdef writelines(self, parts)
     cpdef pause(self, int reason)

@@ -91,6 +91,9 @@ cdef class ClientConnection(ParserHandler):
         self.gateway.release_connection(self)
 
     def data_received(self, data):
+        self._received(data)
+
+    cdef _received(self, object data):
         state = self.state
         if state == _S_TUNNEL:
             tunnel = self.tunnel
@@ -383,3 +386,26 @@ cdef class ClientConnection(ParserHandler):
         elif self.ex is not None:
             self.ex.keep_alive = False
 
+
+
+# Plaintext a TLS connection's records decrypt into: uvloop's SSL layer reads into the
+# buffer a protocol lends it (get_buffer) and says how much it wrote (buffer_updated) in
+# the same call, so one buffer serves every connection of the process. Without it uvloop
+# allocates a 256 KiB bytes object per read and shrinks it: glibc serves that size with
+# mmap, so every request paid mmap + mremap + munmap and a page fault.
+cdef bytearray _TLS_PLAIN = bytearray(65536)
+cdef object _TLS_PLAIN_VIEW = memoryview(_TLS_PLAIN)
+
+
+cdef class TlsClientConnection(ClientConnection):
+    """A ClientConnection on a TLS listener: the same connection, fed through the buffered
+    protocol interface (``get_buffer`` / ``buffer_updated``) uvloop's SSL layer prefers."""
+
+    def __init__(self, gateway, tls: bool = True):
+        ClientConnection.__init__(self, gateway, True)
+
+    def get_buffer(self, sizehint):
+        return _TLS_PLAIN_VIEW
+
+    def buffer_updated(self, nbytes):
+        self._received(PyBytes_FromStringAndSize(PyByteArray_AS_STRING(_TLS_PLAIN), nbytes))

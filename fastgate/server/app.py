@@ -16,7 +16,7 @@ from fastgate.config import ConfigError, validate
 from fastgate.config.compile import compile_snapshot
 from fastgate._core.conn import record as _record
 from fastgate._core.state import GatewayCore
-from fastgate.server.connection import ClientConnection
+from fastgate.server.connection import ClientConnection, TlsClientConnection
 from fastgate.server.services import Services, SharedState
 from fastgate.upstream.pool import PoolRegistry
 
@@ -139,7 +139,8 @@ class Gateway(GatewayCore):
                 from fastgate.server.tls import server_ssl_context
                 tls_ctx = server_ssl_context(lst.tls)
             is_tls = tls_ctx is not None
-            factory = (lambda is_tls=is_tls: ClientConnection(self, is_tls))
+            factory = ((lambda: TlsClientConnection(self)) if is_tls
+                       else (lambda: ClientConnection(self, False)))
             if self.inherited_sockets is not None:
                 server = await self.loop.create_server(
                     factory, sock=self.inherited_sockets[i], ssl=tls_ctx, backlog=4096)

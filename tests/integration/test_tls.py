@@ -390,3 +390,58 @@ def test_context_settings(certs):
     suites = {c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"}
     assert suites and all(s.startswith("ECDHE-") and ("GCM" in s or "CHACHA" in s)
                           for s in suites)
+
+
+# ------------------------------------------------------------------------------ bodies
+def _read_responses(s, count):
+    """Read `count` content-length framed responses from an ssl socket."""
+    buf, out = b"", []
+    while len(out) < count:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = buf[:end].decode("latin-1").lower().split("\r\n")
+            length = next(int(h.split(":", 1)[1]) for h in head if h.startswith("content-length:"))
+            if len(buf) >= end + 4 + length:
+                out.append((head[0], buf[end + 4:end + 4 + length]))
+                buf = buf[end + 4 + length:]
+                continue
+        chunk = s.recv(65536)
+        assert chunk, "connection closed early"
+        buf += chunk
+    return out
+
+
+def test_large_pipelined_bodies_from_concurrent_clients(certs, upstream, gateway_factory):
+    """TLS plaintext is decrypted into one buffer the whole process shares (the buffered
+    protocol uvloop's SSL layer reads into): bodies larger than it, pipelined, from clients
+    sending at the same time, must each reach the upstream byte for byte."""
+    import hashlib
+    gw = gateway_factory(tls_config(upstream.port, {"cert_file": certs.server[0],
+                                                    "key_file": certs.server[1]}))
+    results, errors = {}, []
+
+    def client(n):
+        try:
+            bodies = [os.urandom(150_000 + 7_919 * i + n) for i in range(3)]
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw:
+                with certs.client_context().wrap_socket(raw, server_hostname="localhost") as s:
+                    s.sendall(b"".join(
+                        b"POST /echo/%d/%d HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n"
+                        % (n, i, len(b)) + b for i, b in enumerate(bodies)))
+                    answers = _read_responses(s, 3)
+            results[n] = [(status, orjson.loads(body)) for status, body in answers]
+            for i, (status, doc) in enumerate(results[n]):
+                assert status.startswith("http/1.1 200"), status
+                assert doc["target"] == f"/echo/{n}/{i}"
+                assert doc["body_len"] == len(bodies[i])
+                assert doc["body_sha256"] == hashlib.sha256(bodies[i]).hexdigest()
+        except Exception as exc:  # reported below, with the client's number
+            errors.append((n, repr(exc)))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert sorted(results) == list(range(6))
