@@ -45,8 +45,11 @@ case "$cmd" in
     exec "$VENV/bin/fastgate" demo "$@" ;;
   test)
     need_apt redis-server redis-server redis-cli redis-tools curl curl promtool prometheus \
-      chromium chromium chromedriver chromium-driver
+      chromium chromium chromedriver chromium-driver nginx nginx haproxy haproxy wrk wrk
     setup test
+    # The harness tests run every peer they compare against: nginx, HAProxy and wrk above,
+    # and the AI gateways LiteLLM and Portkey, installed once under ~/.cache/fastgate-bench.
+    "$VENV/bin/python" -m benchmarks.peers || echo "dev.sh: an AI gateway peer did not install" >&2
     rc=0
     "$VENV/bin/python" -m pytest "$@" || rc=$?
     exit $rc ;;

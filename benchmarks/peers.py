@@ -364,3 +364,23 @@ class Portkey(Peer):
 
 
 TARGETS.update({"litellm": LiteLLM, "portkey": Portkey})
+
+
+def main(argv=None) -> int:
+    """``python -m benchmarks.peers [NAME...]``: install the AI gateway peers (default: all)
+    ahead of time, as ``./dev.sh test`` does, so their tests run instead of skipping."""
+    from benchmarks.runner import Context
+    names = (argv if argv is not None else sys.argv[1:]) or ["litellm", "portkey"]
+    ctx = Context("/tmp", 1)
+    ctx.install_peers = "yes"
+    rc = 0
+    for name in names:
+        peer = {"litellm": LiteLLM, "portkey": Portkey}[name](ctx)
+        why = peer.prerequisites() or (None if peer.installed() else peer.install())
+        print(f"{name}: {'ready in ' + peer.home if why is None else why}", file=sys.stderr)
+        rc = rc or (why is not None)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
