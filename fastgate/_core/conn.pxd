@@ -113,8 +113,10 @@ cdef class ClientConnection(ParserHandler):
     cdef public object peer_cert
     cdef public Exchange ex
     cdef public object tunnel
+    cdef public bint admitted
     cdef object __weakref__
 
+    cdef RequestParser _new_parser(self)
     cdef int handle_head(self, object head) except -1
     cdef int handle_body(self, object data) except -1
     cdef int handle_end(self) except -1

@@ -113,6 +113,15 @@ PIPELINE_BUFFER_LIMIT = 256 * 1024
 PENDING_BODY_LIMIT = 256 * 1024
 DISCARD_BODY_LIMIT = 1024 * 1024   # unread body swallowed to keep a connection after a local answer
 LINGER_S = 2.0
+# A keep-alive connection idle this long gives its request parser back (the sweep drops
+# it; the next byte makes a new one): 10,000 idle connections then hold no parser state.
+PARSER_IDLE_S = 1.0
+
+# Client addresses, shared by the connections that come from the same one (a load
+# balancer's, a NAT's): the text and its bytes once per address, not once per connection.
+cdef dict _PEER_IPS = {}
+cdef enum:
+    _PEER_IPS_MAX = 4096
 
 include "conn_context.pxi"
 include "conn_response.pxi"

@@ -42,6 +42,7 @@ cdef class ClientConnection(ParserHandler):
         self.peer_cert = None           # verified client certificate (TLS listeners)
         self.ex = None                  # the exchange in progress
         self.tunnel = None              # the peer transport of an upgraded connection
+        self.admitted = False           # admit_connection said yes (release_connection due)
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport):
@@ -50,13 +51,18 @@ cdef class ClientConnection(ParserHandler):
         cdef SnapshotCore snap
         peer = transport.get_extra_info("peername")
         if peer:
-            self.client_ip = peer[0]
+            ip = peer[0]
+            pair = _PEER_IPS.get(ip)
+            if pair is None:
+                if len(_PEER_IPS) >= _PEER_IPS_MAX:
+                    _PEER_IPS.clear()
+                pair = (ip, ip.encode())
+                _PEER_IPS[ip] = pair
+            self.client_ip = (<tuple>pair)[0]
+            self.client_ip_b = (<tuple>pair)[1]
             self.client_port = peer[1]
-            self.client_ip_b = peer[0].encode()
         if self.tls:
             self.peer_cert = transport.get_extra_info("peercert") or None
-        snap = gw.snapshot
-        limits = snap.limits
         if not self.gateway.admit_connection(self):
             transport.write(build_response(
                 503, [(b"content-type", b"application/json")],
@@ -64,6 +70,15 @@ cdef class ClientConnection(ParserHandler):
             transport.close()
             self.state = _S_CLOSED
             return
+        self.admitted = True
+        # The parser is made by the first byte (_new_parser): a connection that sends
+        # nothing, or has been idle for PARSER_IDLE_S, holds none.
+        self.deadline_kind = _D_HEADER
+        self.deadline = _mono() + gw.snapshot.limits.header_timeout_s
+
+    cdef RequestParser _new_parser(self):
+        cdef SnapshotCore snap = self.gateway.snapshot
+        limits = snap.limits
         self.parser = RequestParser(
             self,
             max_request_line_bytes=limits.max_request_line_bytes,
@@ -71,12 +86,12 @@ cdef class ClientConnection(ParserHandler):
             max_headers=limits.max_headers,
             max_body_bytes=snap.body_ceiling,
         )
-        self.deadline_kind = _D_HEADER
-        self.deadline = _mono() + limits.header_timeout_s
+        return self.parser
 
     def connection_lost(self, exc):
-        if self.state == _S_CLOSED and self.parser is None:
+        if not self.admitted:
             return
+        self.admitted = False
         was_active = self.state in (_S_ACTIVE, _S_TUNNEL)
         self.state = _S_CLOSED
         self.deadline_kind = _D_NONE
@@ -109,9 +124,12 @@ cdef class ClientConnection(ParserHandler):
         elif kind == _D_BODY:
             self.deadline = _mono() + self.ex.snapshot.body_timeout_s
         self.head_seen = True
+        cdef RequestParser parser = self.parser
+        if parser is None:
+            parser = self._new_parser()
         self.in_parser = True
         try:
-            self.parser.feed(data)
+            parser.feed(data)
             while self.resume_pending:
                 self.resume_pending = False
                 self.parser.resume()
@@ -252,13 +270,15 @@ cdef class ClientConnection(ParserHandler):
         self.state = _S_IDLE
         cdef SnapshotCore snap = self.gateway.snapshot
         cdef RequestParser parser = self.parser
-        if parser._unconsumed():
+        if parser is not None and parser._unconsumed():
             self.deadline_kind = _D_HEADER
             self.deadline = _mono() + snap.header_timeout_s
         else:
             self.deadline_kind = _D_KEEPALIVE
             self.deadline = _mono() + snap.keepalive_timeout_s
         self.resume(_P_PIPELINE)
+        if parser is None:
+            return
         if self.in_parser:
             # Called from inside a parser callback (a local answer): resume once feed returns.
             self.resume_pending = True
@@ -359,7 +379,14 @@ cdef class ClientConnection(ParserHandler):
     # ------------------------------------------------------------------ timers (sweep)
     def check_deadlines(self, now):
         kind = self.deadline_kind
-        if kind and now >= self.deadline:
+        if kind == _D_KEEPALIVE and now < self.deadline:
+            # Idle between requests, nothing buffered (else the deadline would be a head's):
+            # past PARSER_IDLE_S the parser and its buffer go; the next byte makes a new one.
+            if (self.parser is not None and not self.in_parser and self.state == _S_IDLE
+                    and self.deadline - now
+                    <= self.gateway.snapshot.keepalive_timeout_s - PARSER_IDLE_S):
+                self.parser = None
+        elif kind and now >= self.deadline:
             if kind == _D_KEEPALIVE:
                 self._close()
             elif kind == _D_LINGER:

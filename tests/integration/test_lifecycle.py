@@ -267,6 +267,63 @@ def test_keepalive_timeout_closes_idle(upstream, gateway_factory):
         assert 0.5 < time.monotonic() - start < 4
 
 
+def _answers(s, n):
+    """Read until n complete responses to GET /echo have arrived (each ends its JSON)."""
+    data = b""
+    while data.count(b"HTTP/1.1 200") < n or not data.rstrip().endswith(b"}"):
+        d = s.recv(65536)
+        assert d, data
+        data += d
+    return data
+
+
+def test_idle_keepalive_connection_serves_again_after_giving_back_its_parser(
+        upstream, gateway_factory):
+    # An idle keep-alive connection drops its parser after 1 s (the sweep); the next byte
+    # makes a new one. Whatever arrives then, whole, split or pipelined, is answered.
+    gw = gateway_factory(simple_config(upstream.port, limits={"keepalive_timeout_s": 30,
+                                                               "header_timeout_s": 10}))
+    req = b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(req)
+        _answers(s, 1)
+        time.sleep(1.8)
+        s.sendall(req + req)                      # pipelined, after the parser went
+        assert _answers(s, 2).count(b"HTTP/1.1 200") == 2
+        time.sleep(1.8)
+        s.sendall(req[:9])                        # a head split across the sweeps
+        time.sleep(1.8)
+        s.sendall(req[9:])
+        assert _answers(s, 1).count(b"HTTP/1.1 200") == 1
+        time.sleep(1.8)
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nab")
+        time.sleep(0.3)
+        s.sendall(b"c" + req)                     # a body's last byte, then the next head
+        assert _answers(s, 2).count(b"HTTP/1.1 200") == 2
+
+
+def test_silent_connections_count_against_the_per_ip_limit_until_they_close(
+        upstream, gateway_factory):
+    # A connection that never sends a byte holds no parser, but it is counted from accept
+    # to close like any other: per-IP slots come back when such connections go, closed by
+    # the client or timed out by the gateway (408, then closed).
+    gw = gateway_factory(simple_config(upstream.port, limits={"max_connections_per_ip": 3,
+                                                               "header_timeout_s": 1}))
+    for closer in ("client", "gateway", "client"):
+        silent = [socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+                  for _ in range(3)]
+        try:
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+                assert read_until_close(s).startswith(b"HTTP/1.1 503")   # refused at accept
+            if closer == "gateway":
+                for c in silent:
+                    assert read_until_close(c).startswith(b"HTTP/1.1 408")
+        finally:
+            for c in silent:
+                c.close()
+        assert wait_for(lambda: httpx.get(gw.url + "/echo").status_code == 200)
+
+
 def test_body_timeout_408(upstream, gateway_factory):
     gw = gateway_factory(simple_config(upstream.port, limits={"body_timeout_s": 1}))
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
