@@ -6,7 +6,6 @@ as absent.
 """
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import re
@@ -70,6 +69,7 @@ class Obj:
             if not isinstance(k, str):
                 e.add(path, f"keys must be strings, got {tname(k)} {k!r}")
             elif k not in keys:
+                import difflib   # only for a config with an unknown key
                 close = difflib.get_close_matches(k, keys, n=1, cutoff=0.6)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 e.add(path + (k,), f"unknown key{hint}")

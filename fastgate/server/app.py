@@ -15,7 +15,7 @@ import time
 from fastgate.config import ConfigError, validate
 from fastgate.config.compile import compile_snapshot
 from fastgate._core.conn import record as _record
-from fastgate._core.state import GatewayCore
+from fastgate._core.state import GatewayCore, trim_heap
 from fastgate.server.connection import ClientConnection, TlsClientConnection
 from fastgate.server.services import Services, SharedState
 from fastgate.upstream.pool import PoolRegistry
@@ -96,6 +96,7 @@ class Gateway(GatewayCore):
         if self.control is not None:
             await self._start_admin(self.config)
         self._install_signals()
+        trim_heap()
         self._sweep_due = time.monotonic() + SWEEP_INTERVAL_S
         self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 

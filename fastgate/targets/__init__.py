@@ -23,12 +23,24 @@ from __future__ import annotations
 
 import importlib
 
+# "module:key": imported only once a route sets ``key`` (the AI gateway's modules stay out
+# of a gateway that serves no AI route).
 REGISTRY = (
     "fastgate.targets.upstream",
     "fastgate.targets.respond",
-    "fastgate.ai.target",
+    "fastgate.ai.target:ai",
 )
 
 
 def load_targets():
-    return tuple(importlib.import_module(name).build for name in REGISTRY)
+    return tuple(_on_demand(*entry.split(":")) if ":" in entry
+                 else importlib.import_module(entry).build for entry in REGISTRY)
+
+
+def _on_demand(name, key):
+    def build(route_cfg, ctx):
+        if getattr(route_cfg, key, None) is None:
+            return None
+        return importlib.import_module(name).build(route_cfg, ctx)
+    build.__qualname__ = f"on_demand[{name}]"
+    return build

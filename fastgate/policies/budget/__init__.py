@@ -40,7 +40,7 @@ import time
 
 from fastgate._core.buckets import TokenBucketTable, monotonic_ns
 from fastgate.policies.base import Reject
-from fastgate.policies.rate_limit import KeyBy
+from fastgate.policies.rate_limit import KeyBy, num_bytes as _num
 from fastgate.policies.rate_limit_hooks import cluster_limiter, table_slots
 
 from .ledger import OK, SPENT, WAIT
@@ -52,12 +52,9 @@ MAX_USD = 1e6               # sanity bound on one reservation or cost (a client'
                             # at a price): keeps Redis's integer counter far from overflow
 
 H_RETRY_AFTER = b"retry-after"
-_NUMS = tuple(b"%d" % i for i in range(4096))
 _wall = time.time
 
 
-def _num(x: int) -> bytes:
-    return _NUMS[x] if 0 <= x < 4096 else b"%d" % x
 
 
 class BudgetReservation:

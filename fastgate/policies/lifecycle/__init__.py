@@ -8,8 +8,6 @@
 """
 from __future__ import annotations
 
-from email.utils import format_datetime
-
 from fastgate.policies.base import Reject
 
 
@@ -24,6 +22,7 @@ class LifecyclePolicy:
             else:
                 headers.append((b"deprecation", b"true"))
         if lc.sunset is not None:
+            from email.utils import format_datetime   # only routes with a sunset date
             headers.append((b"sunset", format_datetime(lc.sunset, usegmt=True).encode()))
         if lc.successor:
             headers.append((b"link", b'<' + lc.successor.encode() + b'>; rel="successor-version"'))

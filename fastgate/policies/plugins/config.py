@@ -14,7 +14,6 @@ Schemas are checked with jsonschema_rs, compiled once per plugin and load, with 
 """
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ class PluginRef:
 
 def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
     """Entry points of the group by name (the first one wins when two dists share a name)."""
+    import importlib.metadata   # only for a config that names a plugin
     found: dict[str, importlib.metadata.EntryPoint] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep)

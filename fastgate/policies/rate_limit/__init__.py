@@ -56,8 +56,12 @@ MAX_AI_TOKENS = 1e12  # sanity bound on one reservation or count (a client's max
 _NUMS = tuple(b"%d" % i for i in range(4096))   # header values without formatting
 
 
-def _num(x: int) -> bytes:
+def num_bytes(x: int) -> bytes:
+    """x as a header value (the budget policy's Retry-After uses it too)."""
     return _NUMS[x] if 0 <= x < 4096 else b"%d" % x
+
+
+_num = num_bytes
 
 
 class Limit(KeyBy):
