@@ -92,6 +92,60 @@ cdef class Exchange(ResponseSide):
     cpdef _run_access(self)
 
 
+cdef class _Pollable:
+    cdef int on_events(self, unsigned int events) except -1
+
+
+cdef class SocketPoller:
+    cdef int epfd
+    cdef object loop
+    cdef set live               # registered RawSockets and RawListeners (their references)
+    cdef bint closed
+
+    cdef int register(self, _Pollable p, int fd, unsigned int events) except -1
+    cdef int modify(self, _Pollable p, int fd, unsigned int events) except -1
+
+
+cdef class RawListener(_Pollable):
+    cdef int fd
+    cdef object sock            # the listening socket object (owns the descriptor)
+    cdef SocketPoller poller
+    cdef GatewayCore gateway
+    cdef bint closed
+    cdef bint paused            # out of descriptors: accepting again shortly
+
+
+cdef class RawSocket(_Pollable):
+    cdef int fd
+    cdef SocketPoller poller
+    cdef ClientConnection conn
+    cdef unsigned int events    # what epoll watches now
+    cdef bint reading           # not paused by the connection
+    cdef bint read_eof          # the client finished sending
+    cdef bint closing           # close() called: closes once the buffer is empty
+    cdef bint done              # descriptor closed, connection_lost scheduled
+    cdef bint eof_pending       # write_eof() called
+    cdef bint eof_sent
+    cdef bint proto_paused      # pause_writing() told, resume_writing() not yet
+    cdef list pending           # bytes not yet taken by the socket (None: none)
+    cdef Py_ssize_t pending_off # of pending[0], already sent
+    cdef Py_ssize_t pending_size
+    cdef object peer            # (host, port) until connection_made took it
+
+    cdef int _read(self) except -1
+    cdef int _update(self) except -1
+    cdef int _update_closing(self) except -1
+    cdef int _fatal(self, int err) except -1
+    cdef int _force_close(self, exc) except -1
+    cdef int _write(self, data) except -1
+    cdef int _writelines(self, parts) except -1
+    cdef int _consume(self, Py_ssize_t n) except -1
+    cdef int _flush(self) except -1
+    cdef int _check_high(self) except -1
+    cdef int _pause_reading(self) except -1
+    cdef int _resume_reading(self) except -1
+
+
 cdef class ClientConnection(ParserHandler):
     cdef public GatewayCore gateway
     cdef public bint tls
@@ -114,8 +168,10 @@ cdef class ClientConnection(ParserHandler):
     cdef public Exchange ex
     cdef public object tunnel
     cdef public bint admitted
+    cdef RawSocket sock         # the socket when owned here (plain TCP), else None
     cdef object __weakref__
 
+    cdef int _setup(self, gateway, bint tls) except -1
     cdef RequestParser _new_parser(self)
     cdef int handle_head(self, object head) except -1
     cdef int handle_body(self, object data) except -1
@@ -129,6 +185,7 @@ cdef class ClientConnection(ParserHandler):
     cpdef abort(self)
     cpdef linger_close(self)
     cdef int _close(self) except -1
+    cpdef check_deadlines(self, double now)
 
 
 cdef class UpstreamConnection(ParserHandler):

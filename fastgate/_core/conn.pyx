@@ -10,6 +10,8 @@ vtables), read in six files:
     conn_exchange.pxi  Exchange: routing, access and request-body phases, the target
     conn_client.pxi    ClientConnection: bytes, framing, flow control, deadlines,
                        pipelining, tunnels, malformed-input answers
+    conn_socket.pxi    RawSocket, RawListener, SocketPoller: plain-TCP client sockets owned
+                       here (epoll, accept4, recv, send), with asyncio's transport interface
     conn_upstream.pxi  UpstreamTarget and UpstreamCall (the ``upstream`` target's
                        per-request call: head, pick, connect, relay, retries, tunnels)
     conn_pool.pxi      UpstreamConnection, TargetPool (keep-alive), PoolRegistry
@@ -20,7 +22,8 @@ response.py, context.py, fastgate/targets/upstream.py, fastgate/upstream/pool.py
 them from here. Policies, plugins and other targets stay Python: the exchange calls them
 only where a route has them.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
@@ -127,5 +130,6 @@ include "conn_context.pxi"
 include "conn_response.pxi"
 include "conn_exchange.pxi"
 include "conn_client.pxi"
+include "conn_socket.pxi"
 include "conn_upstream.pxi"
 include "conn_pool.pxi"

@@ -236,8 +236,7 @@ cdef class ResponseSide(RequestContext):
             self.resp_flushed = True
             conn = self.conn
             if conn.state != _S_CLOSED:
-                conn.transport.write(_one_piece(wbuf)) if _small(wbuf) else \
-                    conn.transport.writelines(wbuf)
+                conn.write(_one_piece(wbuf)) if _small(wbuf) else conn.writelines(wbuf)
 
     def target_failed(self, status, code, message):
         """The target cannot answer (``status``/``code``/``message`` say why): a clean error

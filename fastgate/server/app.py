@@ -14,9 +14,10 @@ import time
 
 from fastgate.config import ConfigError, validate
 from fastgate.config.compile import compile_snapshot
-from fastgate._core.conn import record as _record
+from fastgate._core.conn import check_all_deadlines, record as _record, shift_deadlines
 from fastgate._core.state import GatewayCore, trim_heap
 from fastgate.server.connection import ClientConnection, TlsClientConnection
+from fastgate.server.listen import PlainServer, SocketPoller, bind_sockets, owned_sockets
 from fastgate.server.services import Services, SharedState
 from fastgate.upstream.pool import PoolRegistry
 
@@ -51,6 +52,7 @@ class Gateway(GatewayCore):
         self.connections: set = set()
         self.per_ip: dict = {}
         self.servers = []
+        self.poller = None                # SocketPoller of the plain-TCP listeners
         self.admin = None
         self.draining = False
         self.generation = 0
@@ -142,7 +144,14 @@ class Gateway(GatewayCore):
             is_tls = tls_ctx is not None
             factory = ((lambda: TlsClientConnection(self)) if is_tls
                        else (lambda: ClientConnection(self, False)))
-            if self.inherited_sockets is not None:
+            if not is_tls and owned_sockets():
+                if self.poller is None:
+                    self.poller = SocketPoller(self.loop)
+                socks = ([self.inherited_sockets[i]] if self.inherited_sockets is not None
+                         else bind_sockets(lst.host, lst.port, reuse_port=self.reuse_port,
+                                           backlog=4096))
+                server = PlainServer(self.poller, socks, self)
+            elif self.inherited_sockets is not None:
                 server = await self.loop.create_server(
                     factory, sock=self.inherited_sockets[i], ssl=tls_ctx, backlog=4096)
             else:
@@ -213,21 +222,14 @@ class Gateway(GatewayCore):
             # meanwhile are waiting in the sockets. Read them first (timers run before I/O in
             # a loop iteration), then count deadlines, so a stall alone times nothing out.
             # With thousands of sockets ready, reading them takes several loop iterations
-            # (an epoll call returns at most 1,024): every deadline also moves by the time
+            # (an epoll call returns at most 1,024 of them): every deadline also moves by the time
             # the process stood still, which it could not have spent waiting.
-            lag = now - self._sweep_due
-            for proto in self.connections:
-                if proto.deadline_kind:
-                    proto.deadline += lag
-                if proto.up_deadline:
-                    proto.up_deadline += lag
+            shift_deadlines(self.connections, now - self._sweep_due)
             self._sweep_deferred = True
             self.loop.call_later(0.001, self._sweep)
             return
         self._sweep_deferred = False
-        for proto in list(self.connections):
-            if proto.deadline_kind or proto.up_deadline:
-                proto.check_deadlines(now)
+        check_all_deadlines(self.connections, now)
         if not self._stopped.done():
             self._sweep_due = now + SWEEP_INTERVAL_S
             self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
@@ -375,6 +377,8 @@ class Gateway(GatewayCore):
             await self.control.close()
         for server in self.servers:
             server.close()
+        if self.poller is not None:
+            self.poller.close()
         self.pools.close_all()
         if self.access_log is not None:
             self.access_log.close()
